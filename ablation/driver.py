@@ -1,0 +1,235 @@
+"""The study driver: checks, Ray start-up, the Tuner (new or restored), MLflow parent run, and the final report."""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import ray
+from mlflow.tracking import MlflowClient
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search import ConcurrencyLimiter
+
+from ablation.study import SEED_KEY, StudyError, StudySpec, plan_grid, trial_config
+from ablation.tracking import (check_tracking_store, create_parent_run, ensure_experiment,
+                               fail_unfinished_children, find_child, find_parent_run, git_commit, retry)
+from ablation.trainable import StudyContext, run_trial
+
+
+class StudyInterrupted(RuntimeError):
+    """The study stopped before all trials ended; ``--resume`` continues it."""
+
+
+@dataclass
+class StudyOutcome:
+    study: str
+    parent_run_id: str
+    tracking_uri: str
+    ray_path: str
+    total: int
+    finished: int
+    failed: int
+    report_path: str | None
+
+    def summary(self) -> str:
+        lines = [f"study {self.study}: {self.finished}/{self.total} trials finished, {self.failed} failed",
+                 f"MLflow: {self.tracking_uri} (parent run {self.parent_run_id}); "
+                 f"open with: mlflow ui --backend-store-uri {self.tracking_uri}",
+                 f"Ray results: {self.ray_path}"]
+        if self.report_path:
+            lines.append(f"report: {self.report_path}")
+        return "\n".join(lines)
+
+
+class TrialStatusCallback(tune.Callback):
+    """Driver-side closing of child runs that the worker could not close (early-stopped or crashed trials)."""
+
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str):
+        self.tracking_uri, self.experiment_id, self.parent_run_id = tracking_uri, experiment_id, parent_run_id
+
+    def _close(self, trial, status: str, tags: dict[str, str]) -> None:
+        client = MlflowClient(self.tracking_uri)
+        run = find_child(client, self.experiment_id, self.parent_run_id, trial.trial_id)
+        if run is None or run.info.status != "RUNNING":
+            return
+        for k, v in tags.items():
+            retry(lambda k=k, v=v: client.set_tag(run.info.run_id, k, v))
+        retry(lambda: client.set_terminated(run.info.run_id, status))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._close(trial, "FINISHED", {"stopped_early": "true"})
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        reason = str(getattr(trial, "error_msg", None) or "trial errored in Ray (see the Ray trial folder)")
+        self._close(trial, "FAILED", {"failure_reason": reason[:5000]})
+
+
+def check_storage_path(path: str) -> None:
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StudyError(f"Ray storage path {p} cannot be created ({exc.strerror}); pass --storage-path with a "
+                         f"writable folder") from None
+    if not os.access(p, os.W_OK):
+        raise StudyError(f"Ray storage path {p} is not writable; pass --storage-path with a writable folder")
+
+
+def prepare_data(spec: StudySpec) -> None:
+    """Generate or check each distinct dataset once in the driver, so trials never race to write it."""
+    from core.factory import build_dataset
+    seen = set()
+    configs = [trial_config(spec, p) for p in plan_grid(spec)] if spec.algorithm == "grid" else [spec.base_config()]
+    for cfg in configs:
+        key = (cfg.data.dataset, cfg.data.root, cfg.data.synthetic_ids, cfg.data.synthetic_seed, cfg.data.regdb_trial,
+               cfg.data.sysu_train_ids, cfg.data.on_corrupt)
+        if key not in seen:
+            seen.add(key)
+            build_dataset(cfg)
+
+
+def start_ray(address: str | None, num_cpus: int | None) -> bool:
+    """Connect to a cluster, or start a local Ray; returns whether we started it (and so must stop it)."""
+    if ray.is_initialized():
+        return False
+    kwargs = dict(include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=num_cpus, object_store_memory=256 * 1024 ** 2, **kwargs)
+    return True
+
+
+def check_resources(spec: StudySpec) -> None:
+    """A trial asking for more than any node has would stay PENDING forever in Ray: refuse it up front."""
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    for res in ("cpu", "gpu"):
+        need = float(spec.resources.get(res, 0))
+        have = max((float(n.get(res.upper(), 0)) for n in nodes), default=0.0)
+        if need > have:
+            raise StudyError(f"study {spec.name}: resources.{res}={need:g} per trial but the largest Ray node has "
+                             f"{have:g} {res.upper()}s; lower resources.{res} in the study file or add nodes")
+
+
+def build_tuner(spec: StudySpec, ctx: StudyContext, ray_path: str, callback: TrialStatusCallback) -> tune.Tuner:
+    base = spec.base_config()
+    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx),
+                                    {"cpu": spec.resources.get("cpu", 1), "gpu": spec.resources.get("gpu", 0)})
+    search_alg, param_space, num_samples = None, {}, 1
+    if spec.algorithm == "grid":
+        param_space = {"trial_index": tune.grid_search(list(range(len(ctx.plan))))}
+    else:
+        from ray.tune.search.optuna import OptunaSearch
+        param_space = {k: _tune_distribution(d) for k, d in spec.search["space"].items()}
+        param_space[SEED_KEY] = spec.seeds[0]
+        search_alg = OptunaSearch(seed=int(spec.search.get("seed", 0)))
+        if spec.max_concurrent:
+            search_alg = ConcurrencyLimiter(search_alg, max_concurrent=spec.max_concurrent)
+        num_samples = int(spec.search["num_samples"])
+    sched = spec.scheduler
+    if sched.get("type", "fifo") == "asha":
+        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=int(sched.get("max_t", base.solver.epochs)),
+                                  grace_period=int(sched.get("grace_period", 1)),
+                                  reduction_factor=float(sched.get("reduction_factor", 2)))
+    else:
+        scheduler = FIFOScheduler()
+    tune_config = tune.TuneConfig(metric=spec.metric, mode=spec.mode, search_alg=search_alg, scheduler=scheduler,
+                                  num_samples=num_samples, reuse_actors=True,
+                                  max_concurrent_trials=spec.max_concurrent or None)
+    run_config = tune.RunConfig(
+        name=Path(ray_path).name, storage_path=str(Path(ray_path).parent), verbose=ctx_verbose(),
+        failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1), callbacks=[callback])
+    return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
+
+
+def ctx_verbose() -> int:
+    return int(os.environ.get("EXPAT_TUNE_VERBOSE", "0"))
+
+
+def _tune_distribution(d: dict):
+    kind = d["type"]
+    if kind == "float":
+        return tune.uniform(float(d["low"]), float(d["high"]))
+    if kind == "loguniform":
+        return tune.loguniform(float(d["low"]), float(d["high"]))
+    if kind == "int":
+        return tune.randint(int(d["low"]), int(d["high"]) + 1)
+    return tune.choice(list(d["values"]))
+
+
+def _trial_states(results) -> list[str]:
+    return [t.status for t in results._experiment_analysis.trials]  # noqa: SLF001 - no public accessor
+
+
+def run_study(spec: StudySpec, tracking_uri: str, storage_path: str, address: str | None = None,
+              resume: bool = False, num_cpus: int | None = None, build_report: bool = True,
+              verbose: int = 0) -> StudyOutcome:
+    os.environ["EXPAT_TUNE_VERBOSE"] = str(verbose)
+    check_tracking_store(tracking_uri)
+    check_storage_path(storage_path)
+    prepare_data(spec)
+    client = MlflowClient(tracking_uri)
+    exp_id = ensure_experiment(client, spec.name)
+    plan = plan_grid(spec) if spec.algorithm == "grid" else []
+    total = len(plan) if plan else int(spec.search["num_samples"])
+
+    parent = find_parent_run(client, exp_id, spec.name) if resume else None
+    if resume and parent is None:
+        raise StudyError(f"study {spec.name}: nothing to resume in {tracking_uri}; run it without --resume")
+    if parent is not None:
+        parent_id = parent.info.run_id
+        ray_path = parent.data.tags["study.ray_path"]
+        retry(lambda: client.update_run(parent_id, status="RUNNING"))
+    else:
+        ray_path = str(Path(storage_path) / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        parent_id = create_parent_run(
+            client, exp_id, spec.name,
+            tags={"study.metric": spec.metric, "study.mode": spec.mode,
+                  "study.group_keys": ",".join(spec.group_keys()), "study.baseline": spec.baseline_label(),
+                  "study.ray_path": ray_path, "study.algorithm": spec.algorithm, "git_commit": git_commit()},
+            params={"study.base": spec.base, "study.trials": total, "study.seeds": spec.seeds,
+                    **{f"study.axis.{k}": v for k, v in spec.axes.items()}})
+    ctx = StudyContext(spec=spec, plan=plan, tracking_uri=tracking_uri, experiment_id=exp_id,
+                       parent_run_id=parent_id, git_commit=git_commit())
+    callback = TrialStatusCallback(tracking_uri, exp_id, parent_id)
+    started = start_ray(address, num_cpus)
+    try:
+        check_resources(spec)
+        if parent is not None and tune.Tuner.can_restore(ray_path):
+            trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx),
+                                            {"cpu": spec.resources.get("cpu", 1), "gpu": spec.resources.get("gpu", 0)})
+            tuner = tune.Tuner.restore(ray_path, trainable=trainable, resume_unfinished=True, resume_errored=False,
+                                       restart_errored=False)
+        else:
+            tuner = build_tuner(spec, ctx, ray_path, callback)
+        results = tuner.fit()
+        states = _trial_states(results)
+    except BaseException:
+        fail_unfinished_children(client, exp_id, parent_id, "study driver stopped; continue with --resume")
+        retry(lambda: client.set_terminated(parent_id, "FAILED"))
+        raise
+    finally:
+        if started:
+            ray.shutdown()
+    unfinished = len(states) < total or any(s not in ("TERMINATED", "ERROR") for s in states)
+    if unfinished:
+        fail_unfinished_children(client, exp_id, parent_id, "study interrupted; continue with --resume")
+        retry(lambda: client.set_tag(parent_id, "interrupted", "true"))
+        retry(lambda: client.set_terminated(parent_id, "FAILED"))
+        raise StudyInterrupted(f"{sum(s == 'TERMINATED' for s in states)} of {total} trials ended; run "
+                               f"`python -m ablation.run --study {spec.name} --resume` to finish the rest")
+    fail_unfinished_children(client, exp_id, parent_id, "trial ended without closing its run")
+    report_path = None
+    if build_report:
+        from reports.build import build_report as build
+        report_path = str(build(spec.name, tracking_uri, Path("outputs") / "reports" / spec.name,
+                                parent_run_id=parent_id))
+    retry(lambda: client.set_tag(parent_id, "interrupted", "false"))
+    retry(lambda: client.set_terminated(parent_id, "FINISHED"))
+    statuses = [r.info.status for r in retry(lambda: client.search_runs(
+        [exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'", max_results=10000))]
+    return StudyOutcome(spec.name, parent_id, tracking_uri, ray_path, total, statuses.count("FINISHED"),
+                        statuses.count("FAILED"), report_path)

@@ -1,0 +1,87 @@
+"""``python -m ablation.run --study NAME``: run a study as Ray Tune trials, each logged as an MLflow child run.
+
+    python -m ablation.run --study loss_comparison            # local Ray, ./mlflow.db
+    python -m ablation.run --study loss_comparison --dry-run  # print the trial plan
+    python -m ablation.run --study loss_comparison --resume   # continue an interrupted study
+    python -m ablation.run --study margin_sweep --address ray://head:10001 --tracking-uri http://mlflow:5000
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from ablation.study import StudyError, StudySpec, load_study, plan_grid, trial_name
+from core.config import ConfigError, parse_overrides
+
+# Quiet, local-first defaults (see docs): no usage stats, no token auth on a private local cluster.
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m ablation.run", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--study", required=True, help="name of search_spaces/NAME.yaml, or a path to a study YAML")
+    p.add_argument("--resume", action="store_true", help="continue the latest run of this study")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: start Ray locally)")
+    p.add_argument("--dry-run", action="store_true", help="print the trial plan and exit")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key for every trial, e.g. --set solver.epochs=2")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite ./mlflow.db)")
+    p.add_argument("--storage-path", default="ray_results", help="Ray results folder (made absolute)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (default: all)")
+    p.add_argument("--no-report", action="store_true", help="skip building the report at the end")
+    p.add_argument("--verbose", type=int, default=0, help="Ray Tune verbosity 0..3")
+    return p.parse_args(argv)
+
+
+def describe_plan(spec: StudySpec) -> str:
+    lines = [f"study {spec.name}: base preset {spec.base!r}, search {spec.algorithm}, "
+             f"scheduler {spec.scheduler.get('type', 'fifo')}, metric {spec.metric} ({spec.mode})",
+             f"resources per trial: {spec.resources}; overrides: {spec.overrides or '{}'}"]
+    if spec.algorithm == "grid":
+        plan = plan_grid(spec)
+        lines.append(f"{len(plan)} trials:")
+        lines += [f"  {i:3d}  {trial_name(spec, p)}" for i, p in enumerate(plan)]
+    else:
+        lines.append(f"{spec.search['num_samples']} trials sampled by {spec.algorithm} over "
+                     f"{list(spec.search['space'])} (seed {spec.seeds[0]})")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        spec = load_study(args.study, parse_overrides(args.overrides))
+    except (StudyError, ConfigError) as exc:
+        print(f"study error: {exc}", file=sys.stderr)
+        return 2
+    print(describe_plan(spec))
+    if args.dry_run:
+        return 0
+    from ablation.driver import StudyInterrupted, run_study
+    from ablation.tracking import TrackingError, absolute_tracking_uri
+    from core.data import DatasetError
+    try:
+        outcome = run_study(spec, tracking_uri=absolute_tracking_uri(args.tracking_uri),
+                            storage_path=str(Path(args.storage_path).resolve()), address=args.address,
+                            resume=args.resume, num_cpus=args.num_cpus, build_report=not args.no_report,
+                            verbose=args.verbose)
+    except StudyInterrupted as exc:
+        print(f"interrupted: {exc}", file=sys.stderr)
+        return 130
+    except (StudyError, TrackingError, DatasetError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(outcome.summary())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

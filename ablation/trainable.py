@@ -1,0 +1,99 @@
+"""The Ray Tune function trainable: one trial = one ``core.engine.train`` call, reported to Tune and MLflow.
+
+The trainer stays Ray- and MLflow-free; this module adapts its per-epoch reporter to ``ray.tune.report`` (with the
+epoch's checkpoint) and to the trial's MLflow child run.
+"""
+from __future__ import annotations
+
+import shutil
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from ablation.study import SEED_KEY, StudySpec, group_label, trial_config, trial_name
+from ablation.tracking import TrialRun
+from core.config import ConfigError, get_value, to_flat_dict, to_yaml
+from core.data import DatasetError
+from core.engine import NonFiniteLossError, train
+
+
+@dataclass(frozen=True)
+class StudyContext:
+    """What every trial needs to know about its study (passed with ``tune.with_parameters``)."""
+    spec: StudySpec
+    plan: list  # grid studies: the overrides of trial i; search studies: empty
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    git_commit: str
+
+
+def trial_params(ctx: StudyContext, config: dict[str, Any]) -> dict[str, Any]:
+    """Dotted overrides of this trial: a row of the grid plan, or the values the search algorithm sampled."""
+    if "trial_index" in config:
+        return dict(ctx.plan[config["trial_index"]])
+    params = dict(config)
+    params.setdefault(SEED_KEY, ctx.spec.seeds[0])
+    return params
+
+
+def run_trial(config: dict[str, Any], ctx: StudyContext) -> None:
+    spec = ctx.spec
+    params = trial_params(ctx, config)
+    cfg = trial_config(spec, params)
+    resources = spec.resources
+    cfg.run.threads = max(1, int(resources.get("cpu", 1)))  # threads follow the trial's CPU share
+    cfg.run.device = "cuda" if resources.get("gpu", 0) > 0 else "cpu"
+    cfg.run.progress = False
+    context = tune.get_context()
+    trial_id = context.get_trial_id()
+    group = {k: get_value(cfg, k) for k in spec.group_keys()}
+    run = TrialRun(ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id, trial_id,
+                   run_name=trial_name(spec, params),
+                   tags={"study": spec.name, "group": group_label(group), "seed": str(cfg.solver.seed),
+                         "git_commit": ctx.git_commit},
+                   params=to_flat_dict(cfg))
+    run.log_text(to_yaml(cfg), "config.yaml")
+    ckpt_dir = Path(context.get_trial_dir()) / "working_checkpoint"
+    _restore_checkpoint(ckpt_dir)
+    last_eval: dict[str, float] = {}
+
+    def reporter(epoch: int, metrics: dict, checkpoint_dir: str | None) -> None:
+        run.log_epoch(epoch, metrics)
+        last_eval.update({k: v for k, v in metrics.items() if k in _EVAL_KEYS})
+        # Tune sees the latest evaluation on every epoch, so schedulers and searchers always find the metric.
+        result = {**metrics, **{k: v for k, v in last_eval.items() if k not in metrics}}
+        result = {k: v for k, v in result.items() if v is not None}
+        checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        tune.report(result, checkpoint=checkpoint)
+
+    try:
+        train(cfg, reporter=reporter, checkpoint_dir=str(ckpt_dir), resume=True, log=lambda s: None)
+    except _DETERMINISTIC as exc:
+        # Retrying cannot help (NaN loss, bad data): record the reason and end the trial without a Tune retry.
+        reason = f"{type(exc).__name__}: {exc}"
+        run.fail(reason)
+        tune.report({"failed": 1, "failure_reason": reason[:500]})
+        return
+    except Exception as exc:
+        run.fail(f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
+        raise  # Tune retries from the last checkpoint (FailureConfig.max_failures); the run is reopened then
+    run.finish()
+
+
+_EVAL_KEYS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")
+_DETERMINISTIC = (NonFiniteLossError, DatasetError, ConfigError)
+
+
+def _restore_checkpoint(ckpt_dir: Path) -> None:
+    """Start from Tune's checkpoint after a retry or a study resume, else from scratch."""
+    if ckpt_dir.exists():
+        shutil.rmtree(ckpt_dir)
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return
+    with checkpoint.as_directory() as d:
+        shutil.copytree(d, ckpt_dir)

@@ -1,0 +1,391 @@
+"""The typed configuration schema: the single source of parameter names.
+
+Every name here is addressed by a dotted key (``loss.type``, ``loss.margin``, ``model.neck``). The same keys are
+used by CLI overrides, YAML presets, study axes, MLflow params and report columns, so there is exactly one place
+that defines what a setting is called, its type and its allowed values.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+PRESET_DIR = Path(__file__).resolve().parent / "presets"
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the dotted key and how to fix it."""
+
+
+@dataclass
+class DataConfig:
+    dataset: Literal["synthetic_sysu", "synthetic_market", "sysu_mm01", "regdb", "market1501", "dukemtmc"] = (
+        "synthetic_sysu")
+    root: str = ""  # dataset root; for synthetic_* an empty root means the generated-data cache folder
+    height: int = 64
+    width: int = 32
+    sampler: Literal["pk", "cross_modal", "triplets", "random"] = "cross_modal"
+    batch_size: int = 32  # images per batch for pk/cross_modal/random; triplets per batch for "triplets"
+    num_instances: int = 4  # K images per identity in a P x K batch
+    num_workers: int = 0
+    flip_prob: float = 0.5
+    padding: int = 10
+    erasing_prob: float = 0.5
+    on_corrupt: Literal["stop", "skip"] = "stop"
+    sysu_train_ids: Literal["train", "train+val"] = "train+val"
+    regdb_trial: int = 1
+    synthetic_ids: int = 40  # identities of the generated dataset
+    synthetic_seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    arch: Literal["resnet18", "resnet50"] = "resnet18"
+    last_stride: Literal[1, 2] = 1
+    pretrained: str = ""  # path to a local torchvision ImageNet state dict; empty = random init
+    neck: Literal["auto", "no", "bnneck", "csbn"] = "auto"  # auto = the neck of loss.type's recipe
+    modality_specific_bn: bool = True  # CS-BN: one BN per modality (authors' RGB-IR code) or one shared BN
+    bn_bias_learnable: bool = False
+    test_feature: Literal["before", "after"] = "after"
+    bn_groups: Literal["separate", "joint"] = "separate"  # triplet batches: BN per role+modality (authors) or joint
+
+
+@dataclass
+class LossConfig:
+    type: Literal["triplet", "bnneck", "expat", "expat_center"] = "expat"
+    margin: float = 0.3  # triplet margin
+    soft_margin: bool = False
+    at_margin: float = 1.0  # expAT margin (authors: 1.0)
+    expat_reduction: Literal["exp_of_mean", "mean_of_exp"] = "exp_of_mean"  # code form / paper Eq. (10)
+    relu_neg: bool = True
+    weight_rgb2ir: float = 1.0  # paper's alpha: RGB-anchor direction
+    weight_ir2rgb: float = 1.0  # paper's beta: IR-anchor direction
+    id_weight: Optional[float] = None  # None = the recipe's weight
+    metric_weight: Optional[float] = None
+    center_weight: Optional[float] = None
+    label_smoothing: float = 0.1
+    center_lr: float = 0.5
+
+
+@dataclass
+class SolverConfig:
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = 3.5e-4
+    weight_decay: float = 5e-4
+    bias_lr_factor: float = 1.0
+    weight_decay_bias: float = 5e-4
+    epochs: int = 10
+    step_unit: Literal["epoch", "iter"] = "epoch"  # unit of milestones/warmup (RGB code: epoch; RGB-IR code: iter)
+    milestones: list[int] = field(default_factory=lambda: [40, 70])
+    gamma: float = 0.1
+    warmup_factor: float = 0.01
+    warmup: int = 10  # linear warmup length in step_unit
+    seed: int = 0
+    max_steps_per_epoch: int = 0  # 0 = a full pass over the sampler
+    max_iters: int = 0  # stop after this many iterations in total (0 = epochs only)
+
+
+@dataclass
+class EvalConfig:
+    every: int = 1  # evaluate every N epochs (and always after the last)
+    metric: Literal["euclidean", "sqeuclidean", "cosine"] = "sqeuclidean"
+    feat_norm: bool = True  # L2-normalise test features before the distance (RGB pipeline: yes)
+    sysu_mode: Literal["all", "indoor"] = "all"
+    sysu_shot: Literal["single", "multi"] = "single"
+    trials: int = 10  # SYSU gallery draws
+    trial_seed: int = 0
+    regdb_direction: Literal["visible2thermal", "thermal2visible"] = "visible2thermal"
+    batch_size: int = 128
+
+
+@dataclass
+class RunConfig:
+    output_dir: str = "outputs/run"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = 0  # torch intra-op threads; 0 = leave torch's default
+    progress: bool = True
+    checkpoint_every: int = 1
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    solver: SolverConfig = field(default_factory=SolverConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+# Range checks that the type alone cannot express: key -> (predicate, what is allowed).
+_RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
+    "data.height": (lambda v: v >= 16, ">= 16"),
+    "data.width": (lambda v: v >= 16, ">= 16"),
+    "data.batch_size": (lambda v: v >= 2, ">= 2"),
+    "data.num_instances": (lambda v: v >= 2, ">= 2"),
+    "data.num_workers": (lambda v: v >= 0, ">= 0"),
+    "data.flip_prob": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "data.erasing_prob": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "data.padding": (lambda v: v >= 0, ">= 0"),
+    "data.regdb_trial": (lambda v: 1 <= v <= 10, "in 1..10"),
+    "data.synthetic_ids": (lambda v: v >= 8, ">= 8"),
+    "loss.margin": (lambda v: v >= 0, ">= 0"),
+    "loss.at_margin": (lambda v: v >= 0, ">= 0"),
+    "loss.weight_rgb2ir": (lambda v: v >= 0, ">= 0"),
+    "loss.weight_ir2rgb": (lambda v: v >= 0, ">= 0"),
+    "loss.id_weight": (lambda v: v is None or v >= 0, ">= 0 or null"),
+    "loss.metric_weight": (lambda v: v is None or v >= 0, ">= 0 or null"),
+    "loss.center_weight": (lambda v: v is None or v > 0, "> 0 or null"),
+    "loss.label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "loss.center_lr": (lambda v: v > 0, "> 0"),
+    "solver.lr": (lambda v: v > 0, "> 0"),
+    "solver.weight_decay": (lambda v: v >= 0, ">= 0"),
+    "solver.weight_decay_bias": (lambda v: v >= 0, ">= 0"),
+    "solver.bias_lr_factor": (lambda v: v > 0, "> 0"),
+    "solver.epochs": (lambda v: v >= 1, ">= 1"),
+    "solver.gamma": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "solver.warmup_factor": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "solver.warmup": (lambda v: v >= 0, ">= 0"),
+    "solver.max_iters": (lambda v: v >= 0, ">= 0"),
+    "solver.max_steps_per_epoch": (lambda v: v >= 0, ">= 0"),
+    "eval.every": (lambda v: v >= 1, ">= 1"),
+    "eval.trials": (lambda v: v >= 1, ">= 1"),
+    "eval.batch_size": (lambda v: v >= 1, ">= 1"),
+    "run.threads": (lambda v: v >= 0, ">= 0"),
+    "run.checkpoint_every": (lambda v: v >= 1, ">= 1"),
+}
+
+
+def _sections() -> dict[str, type]:
+    return {f.name: f.type if isinstance(f.type, type) else globals()[f.type] for f in dataclasses.fields(Config)}
+
+
+def _field_types(section_cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(section_cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(section_cls)}
+
+
+def schema_keys() -> list[str]:
+    """Every valid dotted key, in schema order."""
+    return [f"{s}.{k}" for s, cls in _sections().items() for k in _field_types(cls)]
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check ``value`` against type ``tp`` (converting strings from the CLI) or raise ConfigError naming ``key``."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:  # Optional[X]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _coerce(key, value, inner)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if isinstance(value, bool) and ("no" if not value else "yes") in allowed:
+            value = "no" if not value else "yes"  # YAML reads a bare `no` as false
+        for a in allowed:
+            if value == a or (isinstance(value, str) and str(a) == value):
+                return a
+        raise ConfigError(f"{key}: {value!r} is not allowed; choose one of {list(allowed)}")
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        if isinstance(value, str):
+            value = yaml.safe_load(value) if value.strip() else []
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list like [40, 70], got {value!r}")
+        return [_coerce(f"{key}[{i}]", v, inner) for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+            return value.lower() in ("true", "yes", "on", "1")
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise TypeError(f"unsupported schema type {tp} for {key}")
+
+
+def _split_key(key: str) -> tuple[str, str]:
+    sections = _sections()
+    parts = key.split(".")
+    if len(parts) != 2 or parts[0] not in sections:
+        raise ConfigError(f"unknown config key {key!r}; keys look like section.name with section in "
+                          f"{list(sections)} (e.g. loss.margin)")
+    section, name = parts
+    if name not in _field_types(sections[section]):
+        import difflib
+        near = difflib.get_close_matches(key, schema_keys(), n=3)
+        hint = f"; did you mean {near}?" if near else f"; valid keys in {section}: {list(_field_types(sections[section]))}"
+        raise ConfigError(f"unknown config key {key!r}{hint}")
+    return section, name
+
+
+def set_value(cfg: Config, key: str, value: Any) -> None:
+    """Set one dotted key on ``cfg`` with type and range checks."""
+    section, name = _split_key(key)
+    sec = getattr(cfg, section)
+    coerced = _coerce(key, value, _field_types(type(sec))[name])
+    if key in _RANGES:
+        ok, allowed = _RANGES[key]
+        if not ok(coerced):
+            raise ConfigError(f"{key}: {coerced!r} is out of range; it must be {allowed}")
+    setattr(sec, name, coerced)
+
+
+def get_value(cfg: Config, key: str) -> Any:
+    section, name = _split_key(key)
+    return getattr(getattr(cfg, section), name)
+
+
+def _flatten(mapping: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in mapping.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def apply_mapping(cfg: Config, mapping: dict) -> None:
+    """Apply a nested or dotted mapping (a YAML preset body or study overrides)."""
+    for key, value in _flatten(mapping).items():
+        set_value(cfg, key, value)
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["loss.margin=0.3", ...]`` -> ``{"loss.margin": 0.3}`` (values parsed as YAML scalars)."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value, e.g. loss.margin=0.3")
+        key, raw = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+    return out
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def _read_yaml(path: Path, what: str) -> dict:
+    try:
+        body = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} {path} is not valid YAML: {exc}") from None
+    if not isinstance(body, dict):
+        raise ConfigError(f"{what} {path} must be a mapping of config sections")
+    return body
+
+
+def load_config(preset: str | None = None, overrides: dict[str, Any] | list[str] | None = None) -> Config:
+    """Build a Config from a preset name or YAML path plus overrides, then validate cross-field rules.
+
+    A preset may name a parent preset under ``base:`` so the paper settings share their common part.
+    """
+    cfg = Config()
+    if preset:
+        for body in _preset_chain(preset):
+            apply_mapping(cfg, body)
+    if isinstance(overrides, list):
+        overrides = parse_overrides(overrides)
+    apply_mapping(cfg, overrides or {})
+    validate(cfg)
+    return cfg
+
+
+def _preset_chain(preset: str, seen: tuple = ()) -> list[dict]:
+    path = Path(preset)
+    if not path.suffix:
+        path = PRESET_DIR / f"{preset}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"preset {preset!r} not found; use one of {list_presets()} or a path to a YAML file")
+    if str(path) in seen:
+        raise ConfigError(f"preset {path} includes itself through 'base:'")
+    body = _read_yaml(path, "preset")
+    base = body.pop("base", None)
+    chain = _preset_chain(base, seen + (str(path),)) if base else []
+    return chain + [body]
+
+
+# Which neck each algorithm of the seed's table uses when model.neck is "auto".
+RECIPE_NECK = {"triplet": "no", "bnneck": "bnneck", "expat": "csbn", "expat_center": "csbn"}
+
+CROSS_MODAL_DATASETS = ("synthetic_sysu", "sysu_mm01", "regdb")
+
+
+def resolved_neck(cfg: Config) -> str:
+    return RECIPE_NECK[cfg.loss.type] if cfg.model.neck == "auto" else cfg.model.neck
+
+
+def is_cross_modal(cfg: Config) -> bool:
+    return cfg.data.dataset in CROSS_MODAL_DATASETS
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field rules: things that are each valid alone but impossible together."""
+    d = cfg.data
+    if d.sampler in ("pk", "cross_modal") and d.batch_size % d.num_instances:
+        raise ConfigError(f"data.batch_size={d.batch_size} is not divisible by data.num_instances={d.num_instances}; "
+                          f"set data.batch_size to a multiple of {d.num_instances}")
+    if d.sampler == "cross_modal":
+        if not is_cross_modal(cfg):
+            raise ConfigError(f"data.sampler=cross_modal needs an RGB-IR dataset, but data.dataset={d.dataset}; "
+                              f"use data.sampler=pk")
+        if d.num_instances % 2:
+            raise ConfigError(f"data.sampler=cross_modal splits each identity's data.num_instances={d.num_instances} "
+                              f"images half RGB, half IR; make it even")
+    if d.sampler == "triplets" and not is_cross_modal(cfg):
+        raise ConfigError("data.sampler=triplets draws RGB and IR triplets; it needs an RGB-IR dataset "
+                          f"(data.dataset={d.dataset}); use data.sampler=pk")
+    if d.dataset in ("sysu_mm01", "regdb", "market1501", "dukemtmc") and not d.root:
+        raise ConfigError(f"data.root is empty but data.dataset={d.dataset} reads a dataset from disk; "
+                          f"set data.root=/path/to/{d.dataset}")
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def to_flat_dict(cfg: Config) -> dict[str, Any]:
+    """``{"loss.type": "expat", ...}``: the names used for MLflow params and report columns."""
+    return _flatten(to_dict(cfg))
+
+
+def to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def copy_config(cfg: Config) -> Config:
+    return copy.deepcopy(cfg)

@@ -1,0 +1,208 @@
+"""The training loop: epochs, schedule, checkpoints, evaluation, and a reporter callback for each epoch.
+
+The engine knows nothing about Ray or MLflow: whoever runs it passes a ``reporter(epoch, metrics, checkpoint_dir)``
+callable (the ablation layer adapts it to ``ray.tune.report`` and MLflow; the CLI prints).
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from core.checkpoint import load_checkpoint, save_checkpoint
+from core.config import Config, to_dict
+from core.data import set_loader_epoch
+from core.factory import build_dataset, build_loaders, build_loss, build_model
+from core.inference import evaluate
+from core.optim import build_optimizer, lr_factor, set_lr
+
+Reporter = Callable[[int, dict, Optional[str]], None]
+EVAL_METRICS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; training cannot continue meaningfully."""
+
+
+@dataclass
+class TrainResult:
+    final: dict  # metrics of the last epoch (with the last evaluation)
+    history: list = field(default_factory=list)  # one metrics dict per epoch
+    checkpoint_dir: Optional[str] = None
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("run.device=cuda but no CUDA device is visible; use run.device=cpu or auto")
+    return torch.device(name)
+
+
+class Trainer:
+    def __init__(self, cfg: Config, checkpoint_dir: str | None = None, reporter: Reporter | None = None,
+                 log: Callable[[str], None] = print):
+        self.cfg, self.reporter, self.log = cfg, reporter, log
+        self.checkpoint_dir = str(Path(checkpoint_dir).resolve()) if checkpoint_dir else None
+        if cfg.run.threads:
+            torch.set_num_threads(cfg.run.threads)
+        seed_everything(cfg.solver.seed)
+        self.device = resolve_device(cfg.run.device)
+        self.splits = build_dataset(cfg)
+        self.train_loader, self.query_loader, self.gallery_loader = build_loaders(cfg, self.splits)
+        self.model = build_model(cfg, self.splits.num_train_pids).to(self.device)
+        self.criterion = build_loss(cfg, self.splits.num_train_pids, self.model.feat_dim).to(self.device)
+        s = cfg.solver
+        self.optimizer = build_optimizer(self.model, s.optimizer, s.lr, s.weight_decay, s.bias_lr_factor,
+                                         s.weight_decay_bias)
+        center_params = [p for p in self.criterion.parameters() if p.requires_grad]
+        self.center_optimizer = torch.optim.SGD(center_params, lr=cfg.loss.center_lr) if center_params else None
+        self.epoch = 0  # last finished epoch
+        self.iteration = 0
+        self.history: list[dict] = []
+
+    # --- state -------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "criterion": self.criterion.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "center_optimizer": self.center_optimizer.state_dict() if self.center_optimizer else None,
+                "epoch": self.epoch, "iteration": self.iteration, "history": self.history,
+                "config": to_dict(self.cfg)}
+
+    def resume(self) -> bool:
+        """Continue from ``checkpoint_dir`` when it holds a checkpoint (centers included, unlike rgb_exp)."""
+        if not self.checkpoint_dir:
+            return False
+        state = load_checkpoint(self.checkpoint_dir)
+        if state is None:
+            return False
+        self.model.load_state_dict(state["model"])
+        self.criterion.load_state_dict(state["criterion"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.center_optimizer and state.get("center_optimizer"):
+            self.center_optimizer.load_state_dict(state["center_optimizer"])
+        self.epoch, self.iteration, self.history = state["epoch"], state["iteration"], state["history"]
+        self.log(f"resumed from {self.checkpoint_dir} after epoch {self.epoch}")
+        return True
+
+    # --- loop --------------------------------------------------------------------------------------------
+    def _done(self) -> bool:
+        s = self.cfg.solver
+        return self.epoch >= s.epochs or (s.max_iters and self.iteration >= s.max_iters)
+
+    def fit(self) -> TrainResult:
+        while not self._done():
+            self.epoch += 1
+            metrics = self.train_one_epoch()
+            last = self._done()
+            if self.epoch % self.cfg.eval.every == 0 or last:
+                metrics.update(self.evaluate())
+            self.history.append(metrics)
+            ckpt = None
+            if self.checkpoint_dir and (self.epoch % self.cfg.run.checkpoint_every == 0 or last):
+                save_checkpoint(self.checkpoint_dir, self.state_dict())
+                ckpt = self.checkpoint_dir
+            self.log(format_metrics(metrics))
+            if self.reporter:
+                self.reporter(self.epoch, metrics, ckpt)
+        final = dict(self.history[-1]) if self.history else {}
+        return TrainResult(final=final, history=self.history, checkpoint_dir=self.checkpoint_dir)
+
+    def _step_lr(self, t: int) -> float:
+        s = self.cfg.solver
+        return set_lr(self.optimizer, lr_factor(t, s.milestones, s.gamma, s.warmup_factor, s.warmup))
+
+    def train_one_epoch(self) -> dict:
+        cfg, s = self.cfg, self.cfg.solver
+        self.model.train()
+        set_loader_epoch(self.train_loader, self.epoch)
+        lr = self._step_lr(self.epoch) if s.step_unit == "epoch" else None
+        sums: dict[str, float] = {}
+        steps = images = 0
+        start = time.perf_counter()
+        batches = self.train_loader
+        if cfg.run.progress:
+            from tqdm import tqdm
+            batches = tqdm(batches, desc=f"epoch {self.epoch}", leave=False, dynamic_ncols=True)
+        for batch in batches:
+            if s.max_steps_per_epoch and steps >= s.max_steps_per_epoch:
+                break
+            if s.max_iters and self.iteration >= s.max_iters:
+                break
+            self.iteration += 1
+            if s.step_unit == "iter":
+                lr = self._step_lr(self.iteration)
+            parts = self.train_step(batch)
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + v
+            steps += 1
+            images += batch["images"].shape[0]
+            if cfg.run.progress:
+                batches.set_postfix(loss=f"{parts['loss']:.3f}")
+        elapsed = time.perf_counter() - start
+        metrics = {"epoch": self.epoch, "lr": lr, "images_per_sec": images / max(elapsed, 1e-9),
+                   "time_epoch": elapsed}
+        metrics.update({k: v / max(steps, 1) for k, v in sums.items()})
+        return metrics
+
+    def train_step(self, batch: dict) -> dict[str, float]:
+        dev = self.device
+        batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
+        groups = 6 if "roles" in batch and self.cfg.model.bn_groups == "separate" else None
+        outputs = self.model(batch["images"], modality=batch["modality"], bn_groups=groups)
+        loss, parts = self.criterion(outputs, batch)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(f"loss became {loss.item()} at epoch {self.epoch}, iteration "
+                                     f"{self.iteration} (components: "
+                                     f"{ {k: float(v) for k, v in parts.items()} }); "
+                                     f"lower solver.lr or check the loss weights")
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.center_optimizer:
+            self.center_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        if self.center_optimizer:
+            # The center loss is weighted inside the total; undo the weight so centers move at center_lr (RSB).
+            weight = self.criterion.center_weight
+            for p in self.center_optimizer.param_groups[0]["params"]:
+                if p.grad is not None:
+                    p.grad.mul_(1.0 / weight)
+            self.center_optimizer.step()
+        out = {"loss": float(loss.detach())}
+        out.update({k: float(v) for k, v in parts.items()})
+        return out
+
+    def evaluate(self) -> dict[str, float]:
+        return evaluate(self.model, self.cfg, self.splits, self.query_loader, self.gallery_loader, self.device)
+
+
+def format_metrics(m: dict) -> str:
+    items = [f"epoch {m['epoch']}"]
+    for k in ("loss", "loss_id", "loss_metric", "loss_center", *EVAL_METRICS):
+        if k in m and m[k] is not None and not (isinstance(m[k], float) and math.isnan(m[k])):
+            items.append(f"{k} {m[k]:.4g}")
+    if m.get("lr") is not None:
+        items.append(f"lr {m['lr']:.3g}")
+    items.append(f"{m['images_per_sec']:.0f} img/s")
+    return " | ".join(items)
+
+
+def train(cfg: Config, reporter: Reporter | None = None, checkpoint_dir: str | None = None, resume: bool = True,
+          log: Callable[[str], None] = print) -> TrainResult:
+    """Train and evaluate ``cfg``; resume from ``checkpoint_dir`` when it holds a checkpoint and ``resume``."""
+    trainer = Trainer(cfg, checkpoint_dir=checkpoint_dir, reporter=reporter, log=log)
+    if resume:
+        trainer.resume()
+    return trainer.fit()

@@ -1,0 +1,85 @@
+"""Config -> parts: the one place that maps schema keys onto the data, model and loss constructors."""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import torch
+
+from core.config import Config, is_cross_modal, resolved_neck
+from core.data import DatasetSplits, build_splits, build_test_loader, build_train_loader, ensure_generated, \
+    validate_records
+from core.losses import build_criterion
+from core.models import ReIDModel
+
+# Generated datasets: kind of layout each synthetic name is written in, and the real parser that reads it.
+SYNTHETIC = {"synthetic_sysu": ("sysu", "sysu_mm01"), "synthetic_market": ("market", "market1501")}
+
+
+def data_cache_dir() -> Path:
+    """Where generated datasets live: shared by every trial on the machine, outside the repository."""
+    return Path(os.environ.get("EXPAT_DATA_CACHE", Path.home() / ".cache" / "expat_ablate")).resolve()
+
+
+def resolve_data_root(cfg: Config) -> str:
+    """An absolute dataset root; generates the synthetic dataset on first use."""
+    d = cfg.data
+    if d.dataset in SYNTHETIC:
+        kind, _ = SYNTHETIC[d.dataset]
+        tag = hashlib.sha1(f"{kind}-{d.synthetic_ids}-{d.synthetic_seed}".encode()).hexdigest()[:10]
+        root = Path(d.root).resolve() if d.root else data_cache_dir() / f"{d.dataset}-{tag}"
+        ensure_generated(kind, root, num_ids=d.synthetic_ids, seed=d.synthetic_seed)
+        return str(root)
+    return str(Path(d.root).expanduser().resolve())
+
+
+def build_dataset(cfg: Config) -> DatasetSplits:
+    d = cfg.data
+    parser = SYNTHETIC[d.dataset][1] if d.dataset in SYNTHETIC else d.dataset
+    options = {}
+    if parser == "sysu_mm01":
+        options["train_ids"] = d.sysu_train_ids
+    if parser == "regdb":
+        options["trial"] = d.regdb_trial
+    splits = build_splits(parser, resolve_data_root(cfg), **options)
+    return splits._replace(**{name: validate_records(getattr(splits, name), d.on_corrupt)
+                              for name in ("train", "query", "gallery")}) \
+        if hasattr(splits, "_replace") else _validated(splits, d.on_corrupt)
+
+
+def _validated(splits: DatasetSplits, on_corrupt: str) -> DatasetSplits:
+    import dataclasses
+    return dataclasses.replace(splits, **{name: validate_records(getattr(splits, name), on_corrupt)
+                                          for name in ("train", "query", "gallery")})
+
+
+def build_loaders(cfg: Config, splits: DatasetSplits):
+    d = cfg.data
+    train = build_train_loader(splits, height=d.height, width=d.width, batch_size=d.batch_size,
+                               num_instances=d.num_instances, sampler=d.sampler, seed=cfg.solver.seed,
+                               num_workers=d.num_workers, flip_prob=d.flip_prob, padding=d.padding,
+                               erasing_prob=d.erasing_prob)
+    query = build_test_loader(splits.query, height=d.height, width=d.width, batch_size=cfg.eval.batch_size,
+                              num_workers=d.num_workers)
+    gallery = build_test_loader(splits.gallery, height=d.height, width=d.width, batch_size=cfg.eval.batch_size,
+                                num_workers=d.num_workers)
+    return train, query, gallery
+
+
+def build_model(cfg: Config, num_classes: int) -> ReIDModel:
+    m = cfg.model
+    return ReIDModel(arch=m.arch, num_classes=num_classes, neck=resolved_neck(cfg), last_stride=m.last_stride,
+                     pretrained_path=m.pretrained or None, num_modalities=2 if is_cross_modal(cfg) else 1,
+                     modality_specific=m.modality_specific_bn, bn_bias_learnable=m.bn_bias_learnable,
+                     test_feature=m.test_feature)
+
+
+def build_loss(cfg: Config, num_classes: int, feat_dim: int) -> torch.nn.Module:
+    lc = cfg.loss
+    return build_criterion(lc.type, num_classes=num_classes, feat_dim=feat_dim, cross_modal=is_cross_modal(cfg),
+                           margin=lc.margin, soft_margin=lc.soft_margin, at_margin=lc.at_margin,
+                           expat_reduction=lc.expat_reduction, relu_neg=lc.relu_neg,
+                           weight_rgb2ir=lc.weight_rgb2ir, weight_ir2rgb=lc.weight_ir2rgb, id_weight=lc.id_weight,
+                           metric_weight=lc.metric_weight, center_weight=lc.center_weight,
+                           label_smoothing=lc.label_smoothing)

@@ -1,0 +1,54 @@
+"""Feature extraction and the evaluation protocol each dataset calls for (Market/Duke, SYSU-MM01, RegDB)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from core.config import Config
+from core.data import DatasetSplits
+from core.eval import evaluate_rank, evaluate_regdb, evaluate_sysu, metrics_to_percent, normalize, \
+    pairwise_distance
+
+SYSU_LIKE = ("synthetic_sysu", "sysu_mm01")
+
+
+@torch.inference_mode()
+def extract_features(model: torch.nn.Module, loader, device: torch.device) -> tuple[torch.Tensor, np.ndarray,
+                                                                                     np.ndarray, np.ndarray]:
+    """Test features in record order, each image through its own modality's BN (CS-BN is modality-specific)."""
+    was_training = model.training
+    model.eval()
+    feats, pids, camids, mods = [], [], [], []
+    for batch in loader:
+        images = batch["images"].to(device, non_blocking=True)
+        feats.append(model(images, modality=batch["modality"].to(device)).float().cpu())
+        pids.append(batch["pids"].numpy())
+        camids.append(batch["camids"].numpy())
+        mods.append(batch["modality"].numpy())
+    model.train(was_training)
+    return torch.cat(feats), np.concatenate(pids), np.concatenate(camids), np.concatenate(mods)
+
+
+def evaluate(model: torch.nn.Module, cfg: Config, splits: DatasetSplits, query_loader, gallery_loader,
+             device: torch.device) -> dict[str, float]:
+    """Rank-k, mAP and mINP in percent under the dataset's protocol."""
+    qf, q_pids, q_cams, _ = extract_features(model, query_loader, device)
+    gf, g_pids, g_cams, _ = extract_features(model, gallery_loader, device)
+    if cfg.eval.feat_norm:
+        qf, gf = normalize(qf), normalize(gf)
+    e = cfg.eval
+    if cfg.data.dataset in SYSU_LIKE:
+        res = evaluate_sysu(qf, gf, q_pids, g_pids, q_cams, g_cams, mode=e.sysu_mode, shot=e.sysu_shot,
+                            num_trials=e.trials, seed=e.trial_seed, metric=e.metric)
+        return _percent(res)
+    if cfg.data.dataset == "regdb":
+        # The parser gives query = visible, gallery = thermal test images.
+        res = evaluate_regdb(qf, gf, q_pids, g_pids, direction=e.regdb_direction, metric=e.metric)
+        return _percent(res)
+    distmat = pairwise_distance(qf, gf, metric=e.metric)
+    cmc, mAP, mINP = evaluate_rank(distmat, q_pids, g_pids, q_cams, g_cams, max_rank=50)
+    return metrics_to_percent(cmc, mAP, mINP)
+
+
+def _percent(res: dict) -> dict[str, float]:
+    return {k: float(res[k]) * 100.0 for k in ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")}
