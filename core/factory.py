@@ -1,57 +1,48 @@
 """Config -> parts: the one place that maps schema keys onto the data, model and loss constructors."""
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 import torch
 
 from core.config import Config, is_cross_modal, resolved_neck
-from core.data import DatasetSplits, build_splits, build_test_loader, build_train_loader, ensure_generated, \
-    validate_records
+from core.data import DatasetSplits, build_splits, build_test_loader, build_train_loader, validate_splits
 from core.losses import build_criterion
 from core.models import ReIDModel
-
-# Generated datasets: kind of layout each synthetic name is written in, and the real parser that reads it.
-SYNTHETIC = {"synthetic_sysu": ("sysu", "sysu_mm01"), "synthetic_market": ("market", "market1501")}
-
 
 def data_cache_dir() -> Path:
     """Where generated datasets live: shared by every trial on the machine, outside the repository."""
     return Path(os.environ.get("EXPAT_DATA_CACHE", Path.home() / ".cache" / "expat_ablate")).resolve()
 
 
-def resolve_data_root(cfg: Config) -> str:
-    """An absolute dataset root; generates the synthetic dataset on first use."""
+def _dataset_options(cfg: Config) -> dict:
     d = cfg.data
-    if d.dataset in SYNTHETIC:
-        kind, _ = SYNTHETIC[d.dataset]
-        tag = hashlib.sha1(f"{kind}-{d.synthetic_ids}-{d.synthetic_seed}".encode()).hexdigest()[:10]
-        root = Path(d.root).resolve() if d.root else data_cache_dir() / f"{d.dataset}-{tag}"
-        ensure_generated(kind, root, num_ids=d.synthetic_ids, seed=d.synthetic_seed)
-        return str(root)
+    if d.dataset == "synthetic_sysu":
+        return {"num_ids": d.synthetic_ids, "seed": d.synthetic_seed, "train_ids": d.sysu_train_ids}
+    if d.dataset == "synthetic_market":
+        test_ids = max(4, int(d.synthetic_ids * 0.4))
+        return {"num_train_ids": d.synthetic_ids - test_ids, "num_test_ids": test_ids, "seed": d.synthetic_seed}
+    if d.dataset == "sysu_mm01":
+        return {"train_ids": d.sysu_train_ids}
+    if d.dataset == "regdb":
+        return {"trial": d.regdb_trial}
+    return {}
+
+
+def resolve_data_root(cfg: Config) -> str:
+    """An absolute dataset root; a generated dataset without a root goes to the shared cache, one folder per
+    generator setting (so studies with different settings never overwrite each other's data)."""
+    d = cfg.data
+    if d.dataset.startswith("synthetic_") and not d.root:
+        return str(data_cache_dir() / f"{d.dataset}-ids{d.synthetic_ids}-seed{d.synthetic_seed}")
     return str(Path(d.root).expanduser().resolve())
 
 
 def build_dataset(cfg: Config) -> DatasetSplits:
-    d = cfg.data
-    parser = SYNTHETIC[d.dataset][1] if d.dataset in SYNTHETIC else d.dataset
-    options = {}
-    if parser == "sysu_mm01":
-        options["train_ids"] = d.sysu_train_ids
-    if parser == "regdb":
-        options["trial"] = d.regdb_trial
-    splits = build_splits(parser, resolve_data_root(cfg), **options)
-    return splits._replace(**{name: validate_records(getattr(splits, name), d.on_corrupt)
-                              for name in ("train", "query", "gallery")}) \
-        if hasattr(splits, "_replace") else _validated(splits, d.on_corrupt)
-
-
-def _validated(splits: DatasetSplits, on_corrupt: str) -> DatasetSplits:
-    import dataclasses
-    return dataclasses.replace(splits, **{name: validate_records(getattr(splits, name), on_corrupt)
-                                          for name in ("train", "query", "gallery")})
+    """Parse (or generate, then parse) the dataset and check every image decodes (``data.on_corrupt``)."""
+    splits = build_splits(cfg.data.dataset, resolve_data_root(cfg), **_dataset_options(cfg))
+    return validate_splits(splits, cfg.data.on_corrupt)
 
 
 def build_loaders(cfg: Config, splits: DatasetSplits):

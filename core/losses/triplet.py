@@ -1,0 +1,42 @@
+"""Batch-hard triplet loss of reid-strong-baseline (Hermans et al. 2017), Euclidean on raw features."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .mining import batch_hard, l2_normalize, label_masks, mean_or_zero, squared_euclidean
+
+
+class TripletLoss(nn.Module):
+    """``mean max(0, d_ap - d_an + margin)`` or, with ``soft_margin`` (or ``margin=None`` as in RSB),
+    ``mean softplus(d_ap - d_an)``.
+
+    ``d_ap`` is the largest distance to a same-identity sample (the anchor itself included, distance ~1e-6) and
+    ``d_an`` the smallest distance to another identity. Distances are ``sqrt(clamp(d2, 1e-12))`` on the raw
+    feature unless ``normalize_feature``. Anchors without a negative are skipped.
+    """
+
+    def __init__(self, margin: Optional[float] = 0.3, soft_margin: bool = False, normalize_feature: bool = False):
+        super().__init__()
+        self.soft_margin = soft_margin or margin is None
+        self.margin = margin
+        self.normalize_feature = normalize_feature
+
+    def mine(self, feat: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hardest ``(d_ap, d_an)`` for every anchor that has both a positive and a negative."""
+        if self.normalize_feature:
+            feat = l2_normalize(feat)
+        dist = squared_euclidean(feat, feat).sqrt()
+        d_ap, d_an, valid = batch_hard(dist, *label_masks(labels, labels))
+        return d_ap[valid], d_an[valid]
+
+    def forward(self, feat: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        d_ap, d_an = self.mine(feat, labels)
+        if self.soft_margin:
+            per_anchor = F.softplus(d_ap - d_an)
+        else:
+            per_anchor = F.relu(d_ap - d_an + self.margin)
+        return mean_or_zero(per_anchor, feat)

@@ -1,0 +1,72 @@
+"""The typed config: presets, dotted overrides, and clear rejections naming the key."""
+import pytest
+
+from core.config import ConfigError, list_presets, load_config, parse_overrides, resolved_neck, schema_keys, \
+    to_flat_dict
+
+
+def test_every_preset_loads():
+    assert {"quick", "quick_market", "market_paper", "duke_paper", "sysu_paper", "regdb_paper"} <= set(list_presets())
+    for name in list_presets():
+        overrides = {} if name.startswith("quick") else {"data.root": "/data"}
+        load_config(name, overrides)
+
+
+def test_overrides_are_typed_and_inherit_from_base():
+    cfg = load_config("duke_paper", ["data.root=/d", "loss.margin=0.5", "solver.milestones=[30, 60]",
+                                     "model.bn_bias_learnable=true", "loss.id_weight=null"])
+    assert cfg.data.dataset == "dukemtmc" and cfg.model.arch == "resnet50"  # from market_paper
+    assert cfg.loss.margin == 0.5 and isinstance(cfg.loss.margin, float)
+    assert cfg.solver.milestones == [30, 60]
+    assert cfg.model.bn_bias_learnable is True and cfg.loss.id_weight is None
+
+
+def test_flat_keys_are_the_schema_keys():
+    flat = to_flat_dict(load_config("quick"))
+    assert list(flat) == schema_keys()
+    assert {"loss.type", "loss.margin", "model.neck", "solver.seed"} <= set(flat)
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("loss.margn=0.3", "loss.margn"),
+    ("lossy.margin=0.3", "lossy.margin"),
+    ("loss.margin=-0.1", "loss.margin"),
+    ("loss.margin=abc", "loss.margin"),
+    ("solver.epochs=1.5", "solver.epochs"),
+    ("loss.type=arcface", "loss.type"),
+    ("model.neck=bn", "model.neck"),
+    ("data.batch_size=30", "data.batch_size"),
+    ("data.num_instances=3", "data.num_instances"),
+])
+def test_bad_values_name_the_key(override, needle):
+    with pytest.raises(ConfigError) as info:
+        load_config("quick", [override])
+    assert needle in str(info.value)
+
+
+def test_unknown_key_suggests_the_near_one():
+    with pytest.raises(ConfigError, match="did you mean.*loss.margin"):
+        load_config("quick", {"loss.margn": 0.3})
+
+
+def test_real_dataset_needs_a_root_and_unknown_preset_lists_choices():
+    with pytest.raises(ConfigError, match="data.root"):
+        load_config("market_paper")
+    with pytest.raises(ConfigError, match="quick"):
+        load_config("no_such_preset")
+
+
+def test_cross_modal_sampler_needs_rgb_ir_data():
+    with pytest.raises(ConfigError, match="data.sampler=cross_modal"):
+        load_config("quick_market", {"data.sampler": "cross_modal"})
+
+
+def test_override_parsing_and_neck_resolution():
+    assert parse_overrides(["a.b=1", "c.d=x", "e.f=[1, 2]"]) == {"a.b": 1, "c.d": "x", "e.f": [1, 2]}
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_overrides(["loss.margin"])
+    assert resolved_neck(load_config("quick", {"loss.type": "triplet"})) == "no"
+    assert resolved_neck(load_config("quick", {"loss.type": "bnneck"})) == "bnneck"
+    assert resolved_neck(load_config("quick", {"loss.type": "expat_center"})) == "csbn"
+    assert resolved_neck(load_config("quick", {"loss.type": "triplet", "model.neck": "csbn"})) == "csbn"
+    assert load_config("quick", {"model.neck": False}).model.neck == "no"  # YAML's bare `no`
