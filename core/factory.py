@@ -19,7 +19,10 @@ def data_cache_dir() -> Path:
 def _dataset_options(cfg: Config) -> dict:
     d = cfg.data
     if d.dataset == "synthetic_sysu":
-        return {"num_ids": d.synthetic_ids, "seed": d.synthetic_seed, "train_ids": d.sysu_train_ids}
+        # 30% test and 10% validation identities, the rest for training (40 ids -> 24/4/12)
+        return {"num_ids": d.synthetic_ids, "num_test_ids": max(2, round(d.synthetic_ids * 0.3)),
+                "num_val_ids": max(1, round(d.synthetic_ids * 0.1)), "seed": d.synthetic_seed,
+                "train_ids": d.sysu_train_ids}
     if d.dataset == "synthetic_market":
         test_ids = max(4, int(d.synthetic_ids * 0.4))
         return {"num_train_ids": d.synthetic_ids - test_ids, "num_test_ids": test_ids, "seed": d.synthetic_seed}

@@ -1,0 +1,182 @@
+"""Read one study's runs out of MLflow: the only module of `reports` that queries the tracking store.
+
+Reports are built from MLflow alone (no Ray result folders, no core code), so a report can be rebuilt on any
+machine that can reach the tracking store, long after the trials ran. The layout read here is the contract in
+docs/ARCHITECTURE.md, "MLflow layout": an experiment named after the study, one parent run per study execution
+(tags ``kind=study``, ``study=<name>``, ``study.*``) and one child run per trial (tag ``mlflow.parentRunId``).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # the machines have no internet; set before import
+
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+#: Per-epoch metric names of the platform (ARCHITECTURE.md, "Conventions"); each becomes a trials column.
+EPOCH_METRICS = ("loss", "loss_id", "loss_metric", "loss_center", "lr",
+                 "rank1", "rank5", "rank10", "rank20", "mAP", "mINP", "epoch")
+FINISHED = "FINISHED"
+
+
+class ReportError(ValueError):
+    """The study cannot be reported (no store, experiment or parent run). The CLI prints it and exits with 2."""
+
+
+@dataclass(frozen=True)
+class StudyInfo:
+    """Where a study execution lives in MLflow, and the ``study.*`` tags of its parent run."""
+
+    name: str
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    parent_status: str
+    parent_start_time: int  # ms since the epoch, as MLflow stores it
+    metric: str
+    mode: str
+    group_keys: tuple[str, ...]
+    baseline: str | None  # None when the study names no baseline row
+
+
+def _hint(study: str) -> str:
+    return f"run `python -m ablation.run --study {study}` first"
+
+
+def normalize_tracking_uri(tracking_uri: str) -> str:
+    """A bare file path (``mlflow.db``, ``/abs/mlflow.db``) means that SQLite file: ``sqlite:////abs/path``.
+
+    The CLIs of the platform accept either form; MLflow itself would take a bare path for the deprecated file
+    store and raise.
+    """
+    if ":" in tracking_uri or not (tracking_uri.endswith(".db") or "/" in tracking_uri):
+        return tracking_uri  # a URI (sqlite:, http:, ...) or a name MLflow resolves itself
+    return f"sqlite:///{Path(tracking_uri).resolve()}"
+
+
+def open_client(study: str, tracking_uri: str) -> MlflowClient:
+    """A client for ``tracking_uri``; refuses a SQLite file that does not exist.
+
+    MLflow would silently create an empty database there (schema included), so a typo in the path would leave a
+    stray ``mlflow.db`` behind and then report "no experiment" instead of "no store".
+    """
+    parsed = urlparse(tracking_uri)
+    if parsed.scheme == "sqlite":
+        db = Path(tracking_uri[len("sqlite:///"):])
+        if not db.is_file():
+            raise ReportError(f"study {study!r}: no MLflow database at {tracking_uri} ({_hint(study)})")
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def find_study(study: str, tracking_uri: str, parent_run_id: str | None = None) -> StudyInfo:
+    """Locate the study's parent run: ``parent_run_id`` if given, else the most recently started one."""
+    tracking_uri = normalize_tracking_uri(tracking_uri)
+    client = open_client(study, tracking_uri)
+    experiment = client.get_experiment_by_name(study)
+    if experiment is None:
+        raise ReportError(f"study {study!r}: no MLflow experiment of that name at {tracking_uri} ({_hint(study)})")
+    if parent_run_id is not None:
+        try:
+            parent = client.get_run(parent_run_id)
+        except MlflowException as exc:
+            raise ReportError(f"study {study!r}: parent run {parent_run_id} not found at {tracking_uri}") from exc
+        if parent.data.tags.get("kind") != "study" or parent.data.tags.get("study") != study:
+            raise ReportError(f"study {study!r}: run {parent_run_id} at {tracking_uri} is not a parent run of it")
+    else:
+        found = client.search_runs([experiment.experiment_id],
+                                   filter_string=f"tags.kind = 'study' AND tags.study = '{study}'",
+                                   order_by=["attributes.start_time DESC"], max_results=1)
+        if not found:
+            raise ReportError(f"study {study!r}: no parent run (tag kind=study) at {tracking_uri} ({_hint(study)})")
+        parent = found[0]
+    tags = parent.data.tags
+    keys = tuple(k.strip() for k in tags.get("study.group_keys", "").split(",") if k.strip())
+    return StudyInfo(name=study, tracking_uri=tracking_uri, experiment_id=parent.info.experiment_id,
+                     parent_run_id=parent.info.run_id, parent_status=parent.info.status,
+                     parent_start_time=parent.info.start_time or 0,
+                     metric=tags.get("study.metric") or "rank1", mode=tags.get("study.mode") or "max",
+                     group_keys=keys, baseline=tags.get("study.baseline") or None)
+
+
+def _child_runs(client: MlflowClient, info: StudyInfo) -> list:
+    """Every child of the parent run, following MLflow's result pages."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs([info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{info.parent_run_id}'",
+                                  max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _trial_row(run, group_keys: tuple[str, ...]) -> dict:
+    """One trial as a flat dict. Final metrics come from ``run.data.metrics``: MLflow keeps, per metric, the value
+    at the highest step logged, which is what "final" means here, also for rank/mAP when eval skips epochs."""
+    tags, params = run.data.tags, run.data.params
+    group = tags.get("group") or ", ".join(f"{k}={params.get(k)}" for k in group_keys) or run.info.run_name
+    seed = tags.get("seed") or params.get("solver.seed")
+    seed = int(seed) if seed and seed.lstrip("-").isdigit() else seed
+    row = {"run_id": run.info.run_id, "run_name": run.info.run_name, "status": run.info.status,
+           "group": group, "seed": seed,
+           "trial_id": tags.get("trial_id"), "failure_reason": tags.get("failure_reason") or None,
+           "start_time": run.info.start_time}
+    row.update({k: params.get(k) for k in group_keys})
+    row.update({m: run.data.metrics.get(m) for m in EPOCH_METRICS})
+    return row
+
+
+def load_trials(info: StudyInfo) -> pd.DataFrame:
+    """One row per trial (child run), in the order the trials started (ties broken by trial id, then run name).
+
+    Columns: run_id, run_name, status, group, seed, trial_id, failure_reason, start_time, one column per group-key
+    param (string values, as MLflow stores params) and one per name in ``EPOCH_METRICS`` (final value or NaN).
+    """
+    rows = [_trial_row(run, info.group_keys) for run in _child_runs(open_client(info.name, info.tracking_uri), info)]
+    columns = ["run_id", "run_name", "status", "group", "seed", "trial_id", "failure_reason", "start_time",
+               *info.group_keys, *EPOCH_METRICS]
+    df = pd.DataFrame(rows, columns=columns)
+    df[list(EPOCH_METRICS)] = df[list(EPOCH_METRICS)].astype(float)
+    if all(isinstance(s, int) or s is None for s in df["seed"]):
+        df["seed"] = df["seed"].astype("Int64")
+    return df.sort_values(["start_time", "trial_id", "run_name"], na_position="last").reset_index(drop=True)
+
+
+def finished_mask(trials: pd.DataFrame) -> pd.Series:
+    """Trials that count in means and curves: status FINISHED and no ``failure_reason`` tag.
+
+    Everything else (FAILED, KILLED, still RUNNING) is reported as not finished rather than averaged in.
+    """
+    return (trials["status"] == FINISHED) & trials["failure_reason"].isna()
+
+
+def collect_trials(study: str, tracking_uri: str, parent_run_id: str | None = None) -> tuple[StudyInfo, pd.DataFrame]:
+    """``find_study`` then ``load_trials``: the study's parent run and its trials DataFrame."""
+    info = find_study(study, tracking_uri, parent_run_id)
+    return info, load_trials(info)
+
+
+def load_history(info: StudyInfo, trials: pd.DataFrame, metrics=("rank1", "mAP", "loss")) -> pd.DataFrame:
+    """Per-epoch history (MLflow ``get_metric_history``) of ``metrics`` for the given trials, in long form.
+
+    Columns: run_id, group, seed, metric, step, value. If a step was logged twice (a trial resumed from a
+    checkpoint re-logs an epoch) the later timestamp wins, matching what MLflow reports as the latest value.
+    """
+    client = open_client(info.name, info.tracking_uri)
+    rows = [{"run_id": t.run_id, "group": t.group, "seed": t.seed, "metric": m,
+             "step": p.step, "value": p.value, "timestamp": p.timestamp}
+            for t in trials.itertuples() for m in metrics for p in client.get_metric_history(t.run_id, m)]
+    columns = ["run_id", "group", "seed", "metric", "step", "value"]
+    if not rows:
+        return pd.DataFrame(columns=columns)
+    hist = pd.DataFrame(rows).sort_values(["run_id", "metric", "step", "timestamp"])
+    hist = hist.drop_duplicates(["run_id", "metric", "step"], keep="last")
+    return hist[columns].reset_index(drop=True)

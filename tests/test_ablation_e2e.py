@@ -1,0 +1,102 @@
+"""A tiny study end to end on real Ray and real MLflow: runs, nesting, report, resume, failed trials."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+
+TINY = {
+    "base": "quick",
+    "overrides": {"solver.epochs": 1, "solver.max_steps_per_epoch": 3, "eval.every": 1, "eval.trials": 2,
+                  "data.synthetic_ids": 16},
+    "axes": {"loss.type": ["triplet", "expat"]},
+    "seeds": [0],
+    "baseline": {"loss.type": "triplet"},
+    "metric": "rank1",
+    "resources": {"cpu": 1},
+}
+
+
+def run_study(tmp_path: Path, name: str, body: dict, *extra: str, timeout: int = 400):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(body))
+    env = dict(os.environ, EXPAT_DATA_CACHE=str(tmp_path / "cache"))
+    return subprocess.run([sys.executable, "-m", "ablation.run", "--study", str(path), "--num-cpus", "2",
+                           "--tracking-uri", str(tmp_path / "mlflow.db"),
+                           "--storage-path", str(tmp_path / "ray_results"), *extra],
+                          cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def study_runs(tmp_path: Path, name: str):
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(name)
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("kind") == "study"]
+    children = [r for r in runs if r.data.tags.get("kind") == "trial"]
+    return client, parents, children
+
+
+def test_tiny_study_end_to_end(tmp_path):
+    proc = run_study(tmp_path, "tiny", TINY)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    client, parents, children = study_runs(tmp_path, "tiny")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    parent_id = parents[0].info.run_id
+    assert sorted(r.info.run_name for r in children) == ["expat/seed=0", "triplet/seed=0"]
+    for run in children:
+        assert run.data.tags["mlflow.parentRunId"] == parent_id
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["group"] == f"loss.type={run.data.params['loss.type']}"
+        assert run.data.tags["seed"] == "0" and run.data.params["solver.seed"] == "0"
+        assert run.data.params["model.neck"] == "auto"
+        assert 0.0 <= run.data.metrics["rank1"] <= 100.0 and "mAP" in run.data.metrics
+        history = client.get_metric_history(run.info.run_id, "rank1")
+        assert [m.step for m in history] == [1]
+        artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
+        assert "config.yaml" in artifacts
+    report = (tmp_path / "outputs" / "reports" / "tiny" / "report.md").read_text()
+    assert "loss.type=triplet" in report and "loss.type=expat" in report
+    assert "report" in [a.path for a in client.list_artifacts(parent_id)]
+    # Resuming a finished study re-runs nothing and duplicates no run.
+    again = run_study(tmp_path, "tiny", TINY, "--resume")
+    assert again.returncode == 0, again.stderr[-3000:]
+    _, parents2, children2 = study_runs(tmp_path, "tiny")
+    assert len(parents2) == 1 and len(children2) == 2
+    assert all(r.info.status == "FINISHED" for r in children2)
+
+
+def test_failed_trial_is_recorded_and_the_study_goes_on(tmp_path):
+    body = {**TINY, "axes": {"loss.type": ["expat"], "loss.metric_weight": [1.0, 1e39]}, "baseline": {}}
+    proc = run_study(tmp_path, "fails", body)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "1 failed" in proc.stdout
+    _, parents, children = study_runs(tmp_path, "fails")
+    assert parents[0].info.status == "FINISHED"
+    by_weight = {r.data.params["loss.metric_weight"]: r for r in children}
+    assert by_weight["1.0"].info.status == "FINISHED"
+    failed = by_weight["1e+39"]
+    assert failed.info.status == "FAILED"
+    assert "NonFiniteLossError" in failed.data.tags["failure_reason"]
+    report = (tmp_path / "outputs" / "reports" / "fails" / "report.md").read_text()
+    assert "NonFiniteLossError" in report
+
+
+def test_unwritable_tracking_store_fails_before_training(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    proc = subprocess.run([sys.executable, "-m", "ablation.run", "--study", str(path),
+                           "--tracking-uri", str(locked / "sub" / "mlflow.db")],
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2
+    assert "tracking store" in proc.stderr and "Traceback" not in proc.stderr
