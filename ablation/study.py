@@ -11,9 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from core.config import ConfigError, load_config, set_value, copy_config, Config, get_value
+from core.config import Config, ConfigError, copy_config, get_value, load_config, read_yaml_mapping, set_value
 
 STUDY_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 SEED_KEY = "solver.seed"
@@ -81,12 +79,7 @@ def load_study(name_or_path: str, extra_overrides: dict[str, Any] | None = None)
         path = STUDY_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
         raise StudyError(f"study {name_or_path!r} not found; use one of {list_studies()} or a path to a YAML file")
-    try:
-        body = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise StudyError(f"study file {path} is not valid YAML: {exc}") from None
-    if not isinstance(body, dict):
-        raise StudyError(f"study file {path} must be a mapping")
+    body = read_yaml_mapping(path, "study file", StudyError)
     unknown = sorted(set(body) - set(TOP_LEVEL))
     if unknown:
         raise StudyError(f"study {path.name}: unknown field(s) {unknown}; allowed fields: {list(TOP_LEVEL)}")

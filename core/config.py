@@ -299,13 +299,14 @@ def list_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
-def _read_yaml(path: Path, what: str) -> dict:
+def read_yaml_mapping(path: Path, what: str, error: type[Exception] = ConfigError) -> dict:
+    """A YAML file that must hold a mapping (a preset or a study); ``error`` names ``what`` it is."""
     try:
         body = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{what} {path} is not valid YAML: {exc}") from None
+        raise error(f"{what} {path} is not valid YAML: {exc}") from None
     if not isinstance(body, dict):
-        raise ConfigError(f"{what} {path} must be a mapping of config sections")
+        raise error(f"{what} {path} must be a mapping")
     return body
 
 
@@ -333,7 +334,7 @@ def _preset_chain(preset: str, seen: tuple = ()) -> list[dict]:
         raise ConfigError(f"preset {preset!r} not found; use one of {list_presets()} or a path to a YAML file")
     if str(path) in seen:
         raise ConfigError(f"preset {path} includes itself through 'base:'")
-    body = _read_yaml(path, "preset")
+    body = read_yaml_mapping(path, "preset")
     base = body.pop("base", None)
     chain = _preset_chain(base, seen + (str(path),)) if base else []
     return chain + [body]

@@ -90,26 +90,6 @@ class ReIDModel(nn.Module):
         return ModelOutput(**{key: torch.cat([o[key] for o in outs]) for key in ModelOutput.__annotations__})
 
 
-def build_model(
-    arch: str = "resnet50",
-    num_classes: int = 751,
-    neck: str = "bnneck",
-    last_stride: int = 1,
-    pretrained_path: Optional[str] = None,
-    num_modalities: int = 1,
-    test_feature: str = "after",
-    bn_bias_learnable: bool = False,
-    modality_specific: Optional[bool] = None,
-) -> ReIDModel:
-    """Factory with the same arguments as :class:`ReIDModel` (kept as the single entry point for the trainer)."""
-    return ReIDModel(
-        arch=arch,
-        num_classes=num_classes,
-        neck=neck,
-        last_stride=last_stride,
-        pretrained_path=pretrained_path,
-        num_modalities=num_modalities,
-        test_feature=test_feature,
-        bn_bias_learnable=bn_bias_learnable,
-        modality_specific=modality_specific,
-    )
+def build_model(*args, **kwargs) -> ReIDModel:
+    """Factory with the same arguments as :class:`ReIDModel`."""
+    return ReIDModel(*args, **kwargs)
