@@ -6,7 +6,7 @@ import torch
 
 from core.config import Config
 from core.data import DatasetSplits
-from core.eval import evaluate_rank, evaluate_regdb, evaluate_sysu, metrics_to_percent, normalize, \
+from core.eval import evaluate_rank, evaluate_regdb_both, evaluate_sysu, metrics_to_percent, normalize, \
     pairwise_distance
 
 SYSU_LIKE = ("synthetic_sysu", "sysu_mm01")
@@ -32,8 +32,8 @@ def extract_features(model: torch.nn.Module, loader, device: torch.device) -> tu
 def evaluate(model: torch.nn.Module, cfg: Config, splits: DatasetSplits, query_loader, gallery_loader,
              device: torch.device) -> dict[str, float]:
     """Rank-k, mAP and mINP in percent under the dataset's protocol."""
-    qf, q_pids, q_cams, _ = extract_features(model, query_loader, device)
-    gf, g_pids, g_cams, _ = extract_features(model, gallery_loader, device)
+    qf, q_pids, q_cams, q_mods = extract_features(model, query_loader, device)
+    gf, g_pids, g_cams, g_mods = extract_features(model, gallery_loader, device)
     if cfg.eval.feat_norm:
         qf, gf = normalize(qf), normalize(gf)
     e = cfg.eval
@@ -42,12 +42,24 @@ def evaluate(model: torch.nn.Module, cfg: Config, splits: DatasetSplits, query_l
                             num_trials=e.trials, seed=e.trial_seed, metric=e.metric)
         return _percent(res)
     if cfg.data.dataset == "regdb":
-        # The parser gives query = visible, gallery = thermal test images.
-        res = evaluate_regdb(qf, gf, q_pids, g_pids, direction=e.regdb_direction, metric=e.metric)
-        return _percent(res)
+        return _regdb_both_directions(torch.cat([qf, gf]), np.concatenate([q_pids, g_pids]),
+                                      np.concatenate([q_mods, g_mods]), e.regdb_direction, e.metric)
     distmat = pairwise_distance(qf, gf, metric=e.metric)
     cmc, mAP, mINP = evaluate_rank(distmat, q_pids, g_pids, q_cams, g_cams, max_rank=50)
     return metrics_to_percent(cmc, mAP, mINP)
+
+
+def _regdb_both_directions(feats: torch.Tensor, pids: np.ndarray, mods: np.ndarray, direction: str,
+                           metric: str) -> dict[str, float]:
+    """The configured direction as the main metrics, plus rank-1 and mAP of both directions (``*_v2t``, ``*_t2v``)."""
+    visible = mods == 0
+    both = evaluate_regdb_both(feats[torch.from_numpy(visible)], feats[torch.from_numpy(~visible)], pids[visible],
+                               pids[~visible], metric=metric)
+    out = _percent(both[direction])
+    for name, short in (("visible2thermal", "v2t"), ("thermal2visible", "t2v")):
+        out[f"rank1_{short}"] = float(both[name]["rank1"]) * 100.0
+        out[f"mAP_{short}"] = float(both[name]["mAP"]) * 100.0
+    return out
 
 
 def _percent(res: dict) -> dict[str, float]:
