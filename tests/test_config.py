@@ -70,3 +70,9 @@ def test_override_parsing_and_neck_resolution():
     assert resolved_neck(load_config("quick", {"loss.type": "expat_center"})) == "csbn"
     assert resolved_neck(load_config("quick", {"loss.type": "triplet", "model.neck": "csbn"})) == "csbn"
     assert load_config("quick", {"model.neck": False}).model.neck == "no"  # YAML's bare `no`
+
+
+def test_auto_neck_agrees_with_the_loss_recipes():
+    from core.config import RECIPE_NECK
+    from core.losses import RECIPES
+    assert RECIPE_NECK == {name: recipe.neck for name, recipe in RECIPES.items()}
