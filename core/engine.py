@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+import cv2
 import numpy as np
 import torch
 
@@ -56,8 +57,9 @@ class Trainer:
                  log: Callable[[str], None] = print):
         self.cfg, self.reporter, self.log = cfg, reporter, log
         self.checkpoint_dir = str(Path(checkpoint_dir).resolve()) if checkpoint_dir else None
-        if cfg.run.threads:
+        if cfg.run.threads:  # the trial's CPU share: torch's intra-op pool and OpenCV (image-cache builds, decoding)
             torch.set_num_threads(cfg.run.threads)
+            cv2.setNumThreads(cfg.run.threads)
         seed_everything(cfg.solver.seed)
         self.device = resolve_device(cfg.run.device)
         self.splits = build_dataset(cfg)

@@ -1,20 +1,15 @@
 """Config -> parts: the one place that maps schema keys onto the data, model and loss constructors."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
 from core.config import Config, is_cross_modal, resolved_neck
-from core.data import DatasetSplits, build_splits, build_test_loader, build_train_loader, validate_splits
+from core.data import DatasetSplits, build_splits, build_test_loader, build_train_loader, cache_base, \
+    validate_splits_cached
 from core.losses import build_criterion
 from core.models import ReIDModel
-
-def data_cache_dir() -> Path:
-    """Where generated datasets live: shared by every trial on the machine, outside the repository."""
-    return Path(os.environ.get("EXPAT_DATA_CACHE", Path.home() / ".cache" / "expat_ablate")).resolve()
-
 
 def _dataset_options(cfg: Config) -> dict:
     d = cfg.data
@@ -38,14 +33,14 @@ def resolve_data_root(cfg: Config) -> str:
     generator setting (so studies with different settings never overwrite each other's data)."""
     d = cfg.data
     if d.dataset.startswith("synthetic_") and not d.root:
-        return str(data_cache_dir() / f"{d.dataset}-ids{d.synthetic_ids}-seed{d.synthetic_seed}")
+        return str(cache_base() / f"{d.dataset}-ids{d.synthetic_ids}-seed{d.synthetic_seed}")
     return str(Path(d.root).expanduser().resolve())
 
 
 def build_dataset(cfg: Config) -> DatasetSplits:
     """Parse (or generate, then parse) the dataset and check every image decodes (``data.on_corrupt``)."""
     splits = build_splits(cfg.data.dataset, resolve_data_root(cfg), **_dataset_options(cfg))
-    return validate_splits(splits, cfg.data.on_corrupt)
+    return validate_splits_cached(splits, cfg.data.on_corrupt)  # decodes every file once per machine
 
 
 def build_loaders(cfg: Config, splits: DatasetSplits):

@@ -227,7 +227,8 @@ def test_cache_avoids_second_decode(sysu_splits, monkeypatch):
         return real(path)
 
     monkeypatch.setattr(loaders_module, "read_image", counting)
-    loader = build_train_loader(sysu_splits, 32, 16, batch_size=8, num_instances=4, sampler="random", seed=0)
+    loader = build_train_loader(sysu_splits, 32, 16, batch_size=8, num_instances=4, sampler="random", seed=0,
+                                cache="memory")
     for _ in range(2):
         for _batch in loader:
             pass

@@ -16,11 +16,6 @@ TINY = {"data.synthetic_ids": 16, "solver.max_steps_per_epoch": 2, "eval.trials"
         "data.batch_size": 16}
 
 
-@pytest.fixture(autouse=True)
-def data_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("EXPAT_DATA_CACHE", str(tmp_path_factory.getbasetemp() / "data_cache"))
-
-
 @pytest.mark.parametrize("preset", ["quick", "quick_market"])
 @pytest.mark.parametrize("loss_type", ["triplet", "bnneck", "expat", "expat_center"])
 def test_every_algorithm_trains_and_reports(preset, loss_type):

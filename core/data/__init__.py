@@ -3,6 +3,7 @@
 See docs/ARCHITECTURE.md for the record and batch conventions. No Ray/MLflow here.
 """
 
+from .cache import CACHE_MODES, ImageCache, build_image_cache, cache_base, cache_root, validate_splits_cached
 from .datasets import (DATASETS, build_splits, parse_dukemtmc, parse_market1501, parse_regdb, parse_reid_filename,
                        parse_sysu_mm01, read_sysu_ids)
 from .images import ON_CORRUPT, read_image, validate_records, validate_splits
@@ -15,6 +16,7 @@ from .synthetic import ensure_generated, generate_market, generate_sysu
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, ReidTransform, build_transforms
 
 __all__ = [
+    "CACHE_MODES", "ImageCache", "build_image_cache", "cache_base", "cache_root", "validate_splits_cached",
     "DATASETS", "build_splits", "parse_dukemtmc", "parse_market1501", "parse_regdb", "parse_reid_filename",
     "parse_sysu_mm01", "read_sysu_ids",
     "ON_CORRUPT", "read_image", "validate_records", "validate_splits",

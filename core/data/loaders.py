@@ -7,12 +7,14 @@ workers, on which worker handles an item, or on resuming mid-study, as long as `
 
 from __future__ import annotations
 
+import warnings
 from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
+from .cache import CACHE_MODES, ImageCache, build_image_cache
 from .images import read_image
 from .records import DatasetError, DatasetSplits, ImageRecord
 from .samplers import (CrossModalIdentitySampler, EpochBatchSampler, RandomBatchSampler, RandomIdentitySampler,
@@ -27,20 +29,42 @@ class ReidDataset(Dataset):
     """Records + transform. Items are dicts: images, pids, camids, modality (+ roles for triplet keys).
 
     A key is an index, or `(index, role, aug_seed)` where role is None or 0..5 and aug_seed seeds the item's
-    augmentation. With `cache=True` resized uint8 images are kept in memory (path -> array), so JPEGs are decoded
-    once per process; with worker processes each worker holds its own cache (workers are kept alive across epochs).
+    augmentation. `cache` says where the resized uint8 images come from:
+
+    - "disk" (default): the shared memory-mapped cache of `core.data.cache`, built (or just mapped) when the
+      dataset is constructed; every trial and worker on the machine shares it, so JPEGs are decoded once per
+      machine. Workers open the map lazily (the dataset pickles without pixels).
+    - "memory": a per-process dict (path -> array), filled on first use; each worker holds its own copy.
+    - "none": decode and resize on every access.
+    `True`/`False` mean "disk"/"none". `cache_dir` overrides the cache folder (default: `$EXPAT_DATA_CACHE`).
     """
 
-    def __init__(self, records: Sequence[ImageRecord], transform: ReidTransform, cache: bool = True):
+    def __init__(self, records: Sequence[ImageRecord], transform: ReidTransform, cache: str | bool = "disk",
+                 cache_dir: str | None = None):
+        mode = ("disk" if cache else "none") if isinstance(cache, bool) else cache
+        if mode not in CACHE_MODES:
+            raise DatasetError(f"unknown image cache mode {cache!r}; valid: {', '.join(CACHE_MODES)}")
         self.records = list(records)
         self.transform = transform
-        self.cache: dict[str, np.ndarray] | None = {} if cache else None
+        self.cache_mode = mode
+        self.cache: dict[str, np.ndarray] | None = {} if mode == "memory" else None
+        self.image_cache: ImageCache | None = None
+        if mode == "disk":
+            try:
+                self.image_cache = build_image_cache([r.path for r in self.records], transform.height,
+                                                     transform.width, prepare=transform.prepare, cache_dir=cache_dir)
+            except OSError as exc:  # cache folder not writable, disk full: keep training, decode once per process
+                warnings.warn(f"image cache unavailable ({exc}); falling back to the in-memory cache. Set "
+                              f"EXPAT_DATA_CACHE to a writable folder with room for the resized images.")
+                self.cache_mode, self.cache = "memory", {}
 
     def __len__(self) -> int:
         return len(self.records)
 
     def load(self, path: str) -> np.ndarray:
-        """The resized uint8 image for `path`: the single place where pixels are read (swap it for a disk cache)."""
+        """The resized uint8 image for `path`: the single place where pixels are read."""
+        if self.image_cache is not None:
+            return self.image_cache[path]
         if self.cache is not None and path in self.cache:
             return self.cache[path]
         image = self.transform.prepare(read_image(path))
@@ -109,19 +133,21 @@ def _loader(dataset: Dataset, num_workers: int, pin_memory: bool, **kwargs) -> D
 
 def build_train_loader(splits: DatasetSplits, height: int, width: int, batch_size: int, num_instances: int = 4,
                        sampler: str = "pk", seed: int = 0, num_workers: int = 0, flip_prob: float = 0.5,
-                       padding: int = 10, erasing_prob: float = 0.5, cache: bool = True,
-                       pin_memory: bool = False) -> DataLoader:
-    """Training DataLoader over `splits.train` yielding {images, pids, camids, modality[, roles]} batches."""
+                       padding: int = 10, erasing_prob: float = 0.5, cache: str | bool = "disk",
+                       pin_memory: bool = False, cache_dir: str | None = None) -> DataLoader:
+    """Training DataLoader over `splits.train` yielding {images, pids, camids, modality[, roles]} batches.
+    `cache`: "disk" (shared memory-mapped image cache), "memory" or "none" (see `ReidDataset`)."""
     batches = build_train_sampler(splits, batch_size, num_instances, sampler, seed)
     transform = build_transforms(height, width, True, flip_prob, padding, erasing_prob)
-    return _loader(ReidDataset(splits.train, transform, cache), num_workers, pin_memory,
+    return _loader(ReidDataset(splits.train, transform, cache, cache_dir), num_workers, pin_memory,
                    batch_sampler=SeededBatchSampler(batches, seed))
 
 
 def build_test_loader(records: Sequence[ImageRecord], height: int, width: int, batch_size: int,
-                      num_workers: int = 0, cache: bool = True, pin_memory: bool = False) -> DataLoader:
+                      num_workers: int = 0, cache: str | bool = "disk", pin_memory: bool = False,
+                      cache_dir: str | None = None) -> DataLoader:
     """Evaluation DataLoader: record order, no augmentation, yields {images, pids, camids, modality}."""
-    dataset = ReidDataset(records, build_transforms(height, width, train=False), cache)
+    dataset = ReidDataset(records, build_transforms(height, width, train=False), cache, cache_dir)
     return _loader(dataset, num_workers, pin_memory, batch_size=batch_size, shuffle=False)
 
 
