@@ -2,13 +2,19 @@
 
 Everything goes through ``MlflowClient`` with explicit run ids, never the fluent "active run" state, because Ray
 reuses worker processes across trials and a leaked active run would nest the next trial under the wrong parent.
-Calls are retried for a while so a tracking server restart does not fail a study.
+Calls are retried for a while so a tracking server restart does not fail a study: MLflow's HTTP client already
+retries a refused connection with exponential backoff (7 retries, about 4 minutes), and ``retry`` repeats the call
+on top of that until ``EXPAT_TRACKING_RETRY_S`` (default 900 s) have passed. Metrics keep their original step and
+timestamp, so a log call repeated after a lost response is deduplicated by the store (nothing logged twice).
 """
 from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -51,22 +57,72 @@ def check_tracking_store(uri: str) -> None:
         if not os.access(target, os.W_OK):
             raise TrackingError(f"tracking store {uri} is not writable; fix its permissions or pass --tracking-uri "
                                 f"with a writable path")
+    if uri.startswith(("http://", "https://")):
+        _check_server(uri)
     try:
         retry(lambda: MlflowClient(uri).search_experiments(max_results=1), attempts=3)
     except Exception as exc:  # noqa: BLE001 - any backend error means the store is unusable
         raise TrackingError(f"tracking store {uri} cannot be used: {str(exc).splitlines()[0]}") from None
 
 
-def retry(fn: Callable[[], T], attempts: int = 30, delay: float = 1.0) -> T:
-    """Retry transient tracking failures (server restarting, SQLite busy) before giving up."""
-    for i in range(attempts):
+def _check_server(uri: str) -> None:
+    """A tracking server that is down or refuses us fails in seconds, not after MLflow's minutes of retries."""
+    url = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            if resp.status == 200:
+                return
+            problem = f"answered HTTP {resp.status}"
+    except urllib.error.HTTPError as exc:
+        problem = f"answered HTTP {exc.code}" + (" (Host header refused: start it with --allowed-hosts naming this "
+                                                 "host)" if exc.code == 403 else "")
+    except (urllib.error.URLError, OSError) as exc:
+        problem = f"is not reachable ({getattr(exc, 'reason', exc)})"
+    raise TrackingError(f"tracking server {uri} {problem}; start it (mlflow server ... --host ... --port ...) or "
+                        f"fix --tracking-uri")
+
+
+# MLflow error codes that a repeat cannot fix (a bad argument, a missing or duplicate resource).
+_PERMANENT_ERRORS = {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS", "BAD_REQUEST",
+                     "PERMISSION_DENIED", "UNAUTHENTICATED", "ENDPOINT_NOT_FOUND", "INVALID_STATE"}
+
+
+def retry_seconds() -> float:
+    return float(os.environ.get("EXPAT_TRACKING_RETRY_S", "900"))
+
+
+def retry(fn: Callable[[], T], attempts: int | None = None, delay: float = 1.0, timeout: float | None = None) -> T:
+    """Repeat ``fn`` through transient tracking failures (server restarting or unreachable, SQLite busy).
+
+    Errors that a repeat cannot fix (MLflow's INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST, ...) are raised at
+    once. Otherwise the call is repeated with a growing pause (``delay`` doubling up to 15 s) until ``attempts``
+    calls were made or ``timeout`` seconds (default ``EXPAT_TRACKING_RETRY_S``, 900) have passed; an outage that
+    lasts more than a few seconds is reported once on stderr, and so is the recovery.
+    """
+    start = time.monotonic()
+    deadline = start + (retry_seconds() if timeout is None else timeout)
+    pause, warned, i = delay, False, 0
+    while True:
+        i += 1
         try:
-            return fn()
-        except Exception:  # noqa: BLE001
-            if i == attempts - 1:
+            result = fn()
+        except Exception as exc:  # noqa: BLE001
+            if getattr(exc, "error_code", None) in _PERMANENT_ERRORS:
                 raise
-            time.sleep(delay)
-    raise AssertionError("unreachable")
+            if (attempts is not None and i >= attempts) or time.monotonic() + pause > deadline:
+                raise
+            if not warned and time.monotonic() - start >= 5:
+                first = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
+                print(f"tracking store unavailable ({first}); retrying for up to "
+                      f"{deadline - time.monotonic():.0f} s", file=sys.stderr, flush=True)
+                warned = True
+            time.sleep(pause)
+            pause = min(pause * 2, 15.0)
+            continue
+        if warned:
+            print(f"tracking store available again after {time.monotonic() - start:.0f} s", file=sys.stderr,
+                  flush=True)
+        return result
 
 
 def git_commit() -> str:
@@ -82,7 +138,13 @@ def ensure_experiment(client: MlflowClient, name: str) -> str:
     exp = retry(lambda: client.get_experiment_by_name(name))
     if exp is not None:
         return exp.experiment_id
-    return retry(lambda: client.create_experiment(name))
+    try:
+        return retry(lambda: client.create_experiment(name))
+    except Exception as exc:  # created meanwhile (another study, or a repeated call whose answer was lost)
+        exp = retry(lambda: client.get_experiment_by_name(name))
+        if exp is None:
+            raise exc
+        return exp.experiment_id
 
 
 def find_parent_run(client: MlflowClient, exp_id: str, study: str):
@@ -127,6 +189,21 @@ def fail_unfinished_children(client: MlflowClient, exp_id: str, parent_id: str, 
     return n
 
 
+# Evaluation metrics first: MLflow keeps a run's metrics in the order they were first logged, and the compare view
+# plots the first one by default (rank1 rather than lr).
+_METRIC_ORDER = ("rank1", "mAP", "mINP", "rank5", "rank10", "rank20", "loss")
+
+
+def _metric_order(item: tuple[str, Any]) -> tuple[int, str]:
+    key = item[0]
+    return (_METRIC_ORDER.index(key), "") if key in _METRIC_ORDER else (len(_METRIC_ORDER), key)
+
+
+def _tidy(value: float) -> float:
+    """Six significant digits: 13.75 rather than 13.750000000000002 in MLflow's tables."""
+    return float(f"{float(value):.6g}")
+
+
 class TrialRun:
     """The MLflow child run of one trial, continued (not duplicated) when the trial is retried or resumed."""
 
@@ -137,15 +214,26 @@ class TrialRun:
         if existing is not None:
             self.run_id = existing.info.run_id
             retry(lambda: self.client.update_run(self.run_id, status="RUNNING"))
+            # Tags that describe this attempt (e.g. node_id: a retried trial may run on another node).
+            retry(lambda: self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()]))
             retry(lambda: self.client.delete_tag(self.run_id, "failure_reason")
                   if "failure_reason" in existing.data.tags else None)
             self.last_step = max((m.step for key in existing.data.metrics
                                   for m in retry(lambda k=key: self.client.get_metric_history(self.run_id, k))),
                                  default=0)
         else:
-            run = retry(lambda: self.client.create_run(
-                exp_id, run_name=run_name,
-                tags={PARENT_ID_TAG: parent_id, "kind": "trial", "trial_id": trial_id, **tags}))
+            calls = []
+
+            def create():
+                # A repeated create after a lost answer must not make a second run for the trial.
+                if calls and (made := find_child(self.client, exp_id, parent_id, trial_id)) is not None:
+                    return made
+                calls.append(1)
+                return self.client.create_run(exp_id, run_name=run_name,
+                                              tags={PARENT_ID_TAG: parent_id, "kind": "trial", "trial_id": trial_id,
+                                                    **tags})
+
+            run = retry(create)
             self.run_id = run.info.run_id
             self.last_step = 0
             log_params(self.client, self.run_id, params)
@@ -155,7 +243,7 @@ class TrialRun:
         if epoch <= self.last_step:
             return
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, epoch) for k, v in metrics.items()
+        batch = [Metric(k, _tidy(v), now, epoch) for k, v in sorted(metrics.items(), key=_metric_order)
                  if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "epoch"]
         retry(lambda: self.client.log_batch(self.run_id, metrics=batch))
         self.last_step = epoch
