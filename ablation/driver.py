@@ -1,7 +1,11 @@
 """The study driver: checks, Ray start-up, the Tuner (new or restored), MLflow parent run, and the final report."""
 from __future__ import annotations
 
+import json
 import os
+import pickletools
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +17,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 
 from ablation.study import SEED_KEY, StudyError, StudySpec, plan_grid, trial_config
-from ablation.tracking import (check_tracking_store, create_parent_run, ensure_experiment,
+from ablation.tracking import (TrackingError, check_tracking_store, create_parent_run, ensure_experiment,
                                fail_unfinished_children, find_child, find_parent_run, git_commit, retry)
 from ablation.trainable import StudyContext, run_trial
 
@@ -43,11 +47,97 @@ class StudyOutcome:
         return "\n".join(lines)
 
 
-class TrialStatusCallback(tune.Callback):
-    """Driver-side closing of child runs that the worker could not close (early-stopped or crashed trials)."""
+# Tune's own state files at the top of the experiment folder (trial statuses, searcher / variant-generator state).
+_STATE_PATTERNS = ("experiment_state-*.json", "basic-variant-state-*.json", "searcher-state-*.pkl")
+BACKUP_EVERY_S = 2.0
 
-    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str):
+
+def _state_files(ray_path: str) -> list[Path]:
+    return sorted(f for pattern in _STATE_PATTERNS for f in Path(ray_path).glob(pattern))
+
+
+def _backup_of(state: Path) -> Path:
+    return state.with_name(f".{state.name}.good")
+
+
+def _intact(path: Path) -> bool:
+    """Whether a state file reads back whole (Tune writes them in place, so a SIGKILL can leave them empty).
+
+    Tune's state files are JSON or pickles (``basic-variant-state-*.json`` is a pickle despite its name); a pickle
+    is checked by walking its opcodes to the final STOP, which builds no object.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return False
+    if not data:
+        return False
+    try:
+        json.loads(data)
+        return True
+    except ValueError:
+        pass
+    try:
+        return any(op.name == "STOP" for op, _, _ in pickletools.genops(data))
+    except Exception:  # noqa: BLE001 - a truncated pickle
+        return False
+
+
+def _replace_with_copy(src: Path, dst: Path) -> None:
+    tmp = dst.with_name(f"{dst.name}.tmp{os.getpid()}")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)  # atomic: a reader sees the old or the new file, never half of one
+
+
+def backup_experiment_state(ray_path: str) -> None:
+    """Keep a last-known-good copy of each of Tune's state files next to it."""
+    for state in _state_files(ray_path):
+        backup = _backup_of(state)
+        try:
+            if backup.exists() and backup.stat().st_mtime >= state.stat().st_mtime:
+                continue
+        except OSError:
+            continue
+        if _intact(state):
+            _replace_with_copy(state, backup)
+
+
+def repair_experiment_state(ray_path: str) -> list[str]:
+    """Before ``Tuner.restore``: put back the last good copy of every state file a killed driver left broken.
+
+    Tune rewrites its experiment state in place after every trial checkpoint; a driver SIGKILLed meanwhile leaves
+    an empty file, and restoring from it fails (Tune then starts an unrelated new experiment). Returns the names of
+    the files repaired; raises StudyError when a broken file has no good copy.
+    """
+    repaired = []
+    for state in _state_files(ray_path):
+        if _intact(state):
+            continue
+        backup = _backup_of(state)
+        if not _intact(backup):
+            raise StudyError(f"Tune's state file {state} is damaged (the study driver was killed while writing it) "
+                             f"and has no intact copy; start the study again without --resume")
+        _replace_with_copy(backup, state)
+        repaired.append(state.name)
+    return repaired
+
+
+class TrialStatusCallback(tune.Callback):
+    """Driver-side closing of child runs that the worker could not close (early-stopped or crashed trials), and
+    a last-known-good copy of Tune's experiment state (see ``repair_experiment_state``)."""
+
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, ray_path: str | None = None):
         self.tracking_uri, self.experiment_id, self.parent_run_id = tracking_uri, experiment_id, parent_run_id
+        self.ray_path = ray_path
+        self._last_backup = 0.0
+
+    def on_step_end(self, iteration, trials, **info):
+        if self.ray_path and time.monotonic() - getattr(self, "_last_backup", 0.0) >= BACKUP_EVERY_S:
+            self._last_backup = time.monotonic()
+            try:
+                backup_experiment_state(self.ray_path)
+            except OSError:
+                pass  # a backup is a convenience; never stop the study for it
 
     def _close(self, trial, status: str, tags: dict[str, str]) -> None:
         client = MlflowClient(self.tracking_uri)
@@ -66,6 +156,12 @@ class TrialStatusCallback(tune.Callback):
         self._close(trial, "FAILED", {"failure_reason": reason[:5000]})
 
 
+def _probe_write(folder: Path) -> None:
+    """Really create (and remove) a file: ``os.access`` answers yes to root even on read-only mounts."""
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".expat-write-check-"):
+        pass
+
+
 def check_storage_path(path: str) -> None:
     p = Path(path)
     try:
@@ -73,32 +169,73 @@ def check_storage_path(path: str) -> None:
     except OSError as exc:
         raise StudyError(f"Ray storage path {p} cannot be created ({exc.strerror}); pass --storage-path with a "
                          f"writable folder") from None
-    if not os.access(p, os.W_OK):
-        raise StudyError(f"Ray storage path {p} is not writable; pass --storage-path with a writable folder")
+    try:
+        _probe_write(p)
+    except OSError as exc:
+        raise StudyError(f"Ray storage path {p} is not writable ({exc.strerror}); pass --storage-path with a "
+                         f"writable folder") from None
+
+
+def check_sqlite_writable(uri: str) -> None:
+    """A SQLite store must be writable where it lies; found out by writing, before MLflow is asked.
+
+    MLflow itself retries a failing SQLite engine for minutes before it gives up, so an unwritable path would
+    otherwise hang the start of a study instead of failing it.
+    """
+    if not uri.startswith("sqlite:///"):
+        return
+    db = Path(uri[len("sqlite:///"):])
+    if not db.parent.is_dir():
+        raise TrackingError(f"tracking store {uri}: {db.parent} is not an existing folder; create it or pass "
+                            f"--tracking-uri with a writable path, e.g. sqlite:////abs/folder/mlflow.db")
+    try:
+        if db.exists():
+            with open(db, "r+b"):
+                pass
+        else:
+            _probe_write(db.parent)
+    except OSError as exc:
+        raise TrackingError(f"tracking store {uri} is not writable ({exc.strerror}); pass --tracking-uri with a "
+                            f"writable path, e.g. sqlite:////abs/folder/mlflow.db") from None
 
 
 def prepare_data(spec: StudySpec) -> None:
-    """Generate or check each distinct dataset once in the driver, so trials never race to write it."""
+    """Generate or check each distinct dataset once in the driver, so trials never race to write it, and build
+    each distinct training sampler, so data that cannot fill a batch is refused before any trial starts."""
+    from core.data import build_train_sampler
     from core.factory import build_dataset
-    seen = set()
+    splits: dict[tuple, object] = {}
+    samplers = set()
     configs = [trial_config(spec, p) for p in plan_grid(spec)] if spec.algorithm == "grid" else [spec.base_config()]
     for cfg in configs:
+        if cfg.model.pretrained and not Path(cfg.model.pretrained).expanduser().is_file():
+            raise StudyError(f"study {spec.name}: model.pretrained file '{cfg.model.pretrained}' does not exist; "
+                             f"pass the path of a local torchvision ResNet state dict (every node must see it)")
         key = (cfg.data.dataset, cfg.data.root, cfg.data.synthetic_ids, cfg.data.synthetic_seed, cfg.data.regdb_trial,
                cfg.data.sysu_train_ids, cfg.data.on_corrupt)
-        if key not in seen:
-            seen.add(key)
-            build_dataset(cfg)
+        if key not in splits:
+            splits[key] = build_dataset(cfg)
+        d = cfg.data
+        if (key, d.sampler, d.batch_size, d.num_instances) not in samplers:
+            samplers.add((key, d.sampler, d.batch_size, d.num_instances))
+            build_train_sampler(splits[key], d.batch_size, d.num_instances, d.sampler, cfg.solver.seed)
 
 
 def start_ray(address: str | None, num_cpus: int | None) -> bool:
-    """Connect to a cluster, or start a local Ray; returns whether we started it (and so must stop it)."""
+    """Connect to a cluster, or start a local Ray; returns whether we started it (and so must stop it).
+
+    Without ``--address`` (and without ``RAY_ADDRESS``) a new local Ray is always started (``address="local"``):
+    plain ``ray.init()`` would join whatever cluster ``/tmp/ray/ray_current_cluster`` names (left by any
+    ``ray start`` on the machine, perhaps dead), and two studies started side by side each get their own Ray.
+    """
     if ray.is_initialized():
         return False
     kwargs = dict(include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
         ray.init(address=address, **kwargs)
     else:
-        ray.init(num_cpus=num_cpus, object_store_memory=256 * 1024 ** 2, **kwargs)
+        ray.init(address="local", num_cpus=num_cpus, object_store_memory=256 * 1024 ** 2, **kwargs)
     return True
 
 
@@ -160,25 +297,46 @@ def _tune_distribution(d: dict):
     return tune.choice(list(d["values"]))
 
 
-def _trial_states(results) -> list[str]:
-    return [t.status for t in results._experiment_analysis.trials]  # noqa: SLF001 - no public accessor
+def _trial_states(ray_path: str) -> list[str]:
+    """Trial statuses as Tune saved them when ``fit()`` ended.
+
+    Read from the experiment folder, not from ``fit()``'s ResultGrid: on SIGINT Tune saves the state (RUNNING /
+    PENDING trials included) and then stops the live trials, which marks them TERMINATED in memory only, so the
+    in-memory statuses cannot tell an interrupted study from a finished one.
+    """
+    return [t.status for t in tune.ExperimentAnalysis(ray_path).trials]
 
 
 def run_study(spec: StudySpec, tracking_uri: str, storage_path: str, address: str | None = None,
               resume: bool = False, num_cpus: int | None = None, build_report: bool = True,
               verbose: int = 0) -> StudyOutcome:
     os.environ["EXPAT_TUNE_VERBOSE"] = str(verbose)
+    # Every check that can refuse the study runs before Ray starts work and before any MLflow run exists.
+    check_sqlite_writable(tracking_uri)
     check_tracking_store(tracking_uri)
     check_storage_path(storage_path)
-    prepare_data(spec)
     client = MlflowClient(tracking_uri)
+    if resume:
+        exp = retry(lambda: client.get_experiment_by_name(spec.name))
+        if exp is None or find_parent_run(client, exp.experiment_id, spec.name) is None:
+            raise StudyError(f"study {spec.name}: nothing to resume in {tracking_uri}; run it without --resume")
+    prepare_data(spec)
+    started = start_ray(address, num_cpus)
+    try:
+        check_resources(spec)
+        return _run(spec, client, tracking_uri, storage_path, resume, build_report, started)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _run(spec: StudySpec, client: MlflowClient, tracking_uri: str, storage_path: str, resume: bool,
+         build_report: bool, started: bool) -> StudyOutcome:
     exp_id = ensure_experiment(client, spec.name)
     plan = plan_grid(spec) if spec.algorithm == "grid" else []
     total = len(plan) if plan else int(spec.search["num_samples"])
 
     parent = find_parent_run(client, exp_id, spec.name) if resume else None
-    if resume and parent is None:
-        raise StudyError(f"study {spec.name}: nothing to resume in {tracking_uri}; run it without --resume")
     if parent is not None:
         parent_id = parent.info.run_id
         ray_path = parent.data.tags["study.ray_path"]
@@ -194,26 +352,25 @@ def run_study(spec: StudySpec, tracking_uri: str, storage_path: str, address: st
                     **{f"study.axis.{k}": v for k, v in spec.axes.items()}})
     ctx = StudyContext(spec=spec, plan=plan, tracking_uri=tracking_uri, experiment_id=exp_id,
                        parent_run_id=parent_id, git_commit=git_commit())
-    callback = TrialStatusCallback(tracking_uri, exp_id, parent_id)
-    started = start_ray(address, num_cpus)
+    callback = TrialStatusCallback(tracking_uri, exp_id, parent_id, ray_path)
     try:
-        check_resources(spec)
         if parent is not None and tune.Tuner.can_restore(ray_path):
+            repair_experiment_state(ray_path)
             trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx),
                                             {"cpu": spec.resources.get("cpu", 1), "gpu": spec.resources.get("gpu", 0)})
             tuner = tune.Tuner.restore(ray_path, trainable=trainable, resume_unfinished=True, resume_errored=False,
                                        restart_errored=False)
         else:
             tuner = build_tuner(spec, ctx, ray_path, callback)
-        results = tuner.fit()
-        states = _trial_states(results)
+        tuner.fit()
+        states = _trial_states(ray_path)
     except BaseException:
         fail_unfinished_children(client, exp_id, parent_id, "study driver stopped; continue with --resume")
         retry(lambda: client.set_terminated(parent_id, "FAILED"))
         raise
     finally:
         if started:
-            ray.shutdown()
+            ray.shutdown()  # stops the trial workers before their runs are closed below
     unfinished = len(states) < total or any(s not in ("TERMINATED", "ERROR") for s in states)
     if unfinished:
         fail_unfinished_children(client, exp_id, parent_id, "study interrupted; continue with --resume")

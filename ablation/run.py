@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ablation.study import StudyError, StudySpec, load_study, plan_grid, trial_name
 from core.config import ConfigError, parse_overrides
+from core.train import one_line, short_warnings
 
 # Quiet, local-first defaults (see docs): no usage stats, no token auth on a private local cluster.
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -22,6 +23,9 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# MLflow logs INFO lines (e.g. "Creating initial MLflow database tables") to stderr; a refused study must leave
+# exactly one line there, the error.
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -57,10 +61,11 @@ def describe_plan(spec: StudySpec) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    short_warnings()
     try:
         spec = load_study(args.study, parse_overrides(args.overrides))
     except (StudyError, ConfigError) as exc:
-        print(f"study error: {exc}", file=sys.stderr)
+        print(f"study error: {one_line(exc)}", file=sys.stderr)
         return 2
     print(describe_plan(spec))
     if args.dry_run:
@@ -74,10 +79,14 @@ def main(argv: list[str] | None = None) -> int:
                             resume=args.resume, num_cpus=args.num_cpus, build_report=not args.no_report,
                             verbose=args.verbose)
     except StudyInterrupted as exc:
-        print(f"interrupted: {exc}", file=sys.stderr)
+        print(f"interrupted: {one_line(exc)}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:  # a second Ctrl+C while Tune was already stopping
+        print(f"interrupted: run `python -m ablation.run --study {args.study} --resume` to finish the study",
+              file=sys.stderr)
         return 130
     except (StudyError, TrackingError, DatasetError, ConfigError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     print(outcome.summary())
     return 0

@@ -6,15 +6,18 @@ epoch's checkpoint) and to the trial's MLflow child run.
 from __future__ import annotations
 
 import shutil
+import socket
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlflow.tracking import MlflowClient
+import ray
 from ray import tune
 
 from ablation.study import SEED_KEY, StudySpec, group_label, trial_config, trial_name
-from ablation.tracking import TrialRun
+from ablation.tracking import TrialRun, find_child, retry
 from core.config import ConfigError, get_value, to_flat_dict, to_yaml
 from core.data import DatasetError
 from core.engine import NonFiniteLossError, train
@@ -51,10 +54,13 @@ def run_trial(config: dict[str, Any], ctx: StudyContext) -> None:
     context = tune.get_context()
     trial_id = context.get_trial_id()
     group = {k: get_value(cfg, k) for k in spec.group_keys()}
+    if _report_if_ended(ctx, trial_id):
+        return
     run = TrialRun(ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id, trial_id,
                    run_name=trial_name(spec, params),
                    tags={"study": spec.name, "group": group_label(group), "seed": str(cfg.solver.seed),
-                         "git_commit": ctx.git_commit},
+                         "git_commit": ctx.git_commit, "node_id": ray.get_runtime_context().get_node_id(),
+                         "hostname": socket.gethostname()},
                    params=to_flat_dict(cfg))
     run.log_text(to_yaml(cfg), "config.yaml")
     ckpt_dir = Path(context.get_trial_dir()) / "working_checkpoint"
@@ -75,13 +81,39 @@ def run_trial(config: dict[str, Any], ctx: StudyContext) -> None:
     except _DETERMINISTIC as exc:
         # Retrying cannot help (NaN loss, bad data): record the reason and end the trial without a Tune retry.
         reason = f"{type(exc).__name__}: {exc}"
+        retry(lambda: run.client.set_tag(run.run_id, PERMANENT_TAG, "true"))
         run.fail(reason)
         tune.report({"failed": 1, "failure_reason": reason[:500]})
         return
     except Exception as exc:
-        run.fail(f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
+        # The reason stays one readable line (it is a report cell); the traceback goes next to it as an artifact.
+        run.log_text(traceback.format_exc(), "failure_traceback.txt")
+        run.fail(f"{type(exc).__name__}: {exc}")
         raise  # Tune retries from the last checkpoint (FailureConfig.max_failures); the run is reopened then
     run.finish()
+
+
+PERMANENT_TAG = "failure_permanent"  # a failure that a retry or a resume would only repeat
+
+
+def _report_if_ended(ctx: StudyContext, trial_id: str) -> bool:
+    """A trial whose MLflow run already ended (FINISHED, or failed for good) is not trained again.
+
+    Tune re-runs such a trial when the study driver died (SIGKILL) before its experiment state recorded the end:
+    ``--resume`` then restores it as unfinished. Its run stays as it is (same start and end time, no metric
+    logged twice), and Tune gets the final result once so searchers and schedulers see it.
+    """
+    client = MlflowClient(ctx.tracking_uri)
+    run = find_child(client, ctx.experiment_id, ctx.parent_run_id, trial_id)
+    if run is None:
+        return False
+    if run.info.status == "FINISHED":
+        tune.report({**run.data.metrics, "already_ended": 1})
+        return True
+    if run.info.status == "FAILED" and run.data.tags.get(PERMANENT_TAG) == "true":
+        tune.report({"failed": 1, "failure_reason": run.data.tags.get("failure_reason", "")[:500], "already_ended": 1})
+        return True
+    return False
 
 
 _EVAL_KEYS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")

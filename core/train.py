@@ -3,10 +3,36 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import warnings
 from pathlib import Path
 
-from core.config import ConfigError, list_presets, load_config, to_yaml
+from core.config import Config, ConfigError, list_presets, load_config, to_yaml
+
+
+def one_line(exc: BaseException) -> str:
+    """An error as the single stderr line the CLIs print (no traceback for a known bad input)."""
+    return " ".join(str(exc).split())
+
+
+def short_warnings() -> None:
+    """Print warnings (skipped images, excluded identities) as ``warning: ...`` without source lines."""
+    warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"
+
+
+def check_machine(cfg: Config) -> None:
+    """Settings that are valid in general but impossible on this machine, refused before any work."""
+    import torch
+    if cfg.run.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("run.device=cuda but no CUDA GPU is visible on this machine; use run.device=cpu or auto")
+    cpus = os.cpu_count() or 1
+    if cfg.run.threads > cpus:
+        raise ConfigError(f"run.threads={cfg.run.threads} but this machine has {cpus} CPUs; set run.threads to at "
+                          f"most {cpus} (0 = torch's default)")
+    if cfg.model.pretrained and not Path(cfg.model.pretrained).expanduser().is_file():
+        raise ConfigError(f"model.pretrained: file '{cfg.model.pretrained}' does not exist; pass the path of a "
+                          f"local torchvision ResNet state dict, or leave model.pretrained empty")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,18 +42,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-only", action="store_true", help="evaluate the checkpoint in run.output_dir and exit")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. loss.type=triplet loss.margin=0.5")
     args = p.parse_args(argv)
+    short_warnings()
     try:
         cfg = load_config(args.config, args.overrides)
+        check_machine(cfg)
     except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
+        print(f"config error: {one_line(exc)}", file=sys.stderr)
         return 2
 
     from core.data import DatasetError
     from core.engine import NonFiniteLossError, Trainer, format_metrics
 
     out = Path(cfg.run.output_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(to_yaml(cfg))
     history_file = out / "history.jsonl"
 
     def reporter(epoch: int, metrics: dict, checkpoint_dir: str | None) -> None:
@@ -37,15 +63,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         trainer = Trainer(cfg, checkpoint_dir=str(out / "checkpoint"), reporter=reporter)
         resumed = False if args.no_resume else trainer.resume()
-        if not resumed and history_file.exists():
-            history_file.unlink()
         if args.eval_only:
             print(format_metrics({"epoch": trainer.epoch, "images_per_sec": 0.0, **trainer.evaluate()}))
             return 0
+        # Written only once the data and model are known to be usable: a refused run keeps a finished one's files.
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(to_yaml(cfg))
+        if not resumed and history_file.exists():
+            history_file.unlink()
         result = trainer.fit()
     except (DatasetError, ConfigError, NonFiniteLossError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"interrupted; run the same command again to continue from the last checkpoint in {out}",
+              file=sys.stderr)
+        return 130
     (out / "metrics.json").write_text(json.dumps(result.final, indent=2))
     print(f"final: {format_metrics(result.final)}\noutputs in {out}")
     return 0

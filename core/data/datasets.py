@@ -20,37 +20,24 @@ from .records import DatasetError, DatasetSplits, ImageRecord, relabel_pids
 _MARKET_SUBDIRS = ("bounding_box_train", "query", "bounding_box_test")
 _REID_NAME = re.compile(r"([-\d]+)_c(\d)")
 
-MARKET_LAYOUT = """\
-  <root>/market1501/            (or Market-1501-v15.09.15/, or <root> itself)
-      bounding_box_train/0002_c1s1_000451_03.jpg ...
-      query/*.jpg
-      bounding_box_test/*.jpg"""
+# One line each: errors are printed as a single line by the CLIs (``python -m core.train``, ``ablation.run``).
+MARKET_LAYOUT = ("<root>/market1501/ (or Market-1501-v15.09.15/, or <root> itself) holding bounding_box_train/, "
+                 "query/ and bounding_box_test/ with files like 0002_c1s1_000451_03.jpg")
 
-DUKE_LAYOUT = """\
-  <root>/dukemtmc-reid/DukeMTMC-reID/   (or <root>/DukeMTMC-reID/, or <root> itself)
-      bounding_box_train/0001_c2_f0046182.jpg ...
-      query/*.jpg
-      bounding_box_test/*.jpg"""
+DUKE_LAYOUT = ("<root>/dukemtmc-reid/DukeMTMC-reID/ (or <root>/DukeMTMC-reID/, or <root> itself) holding "
+               "bounding_box_train/, query/ and bounding_box_test/ with files like 0001_c2_f0046182.jpg")
 
-SYSU_LAYOUT = """\
-  <root>/                       (or <root>/SYSU-MM01/)
-      cam1/ .. cam6/            cam1,2,4,5 = RGB, cam3,6 = IR
-          0001/0001.jpg ...     one folder per id, named {pid:04d}
-      exp/train_id.txt          one comma-separated line of ids, e.g. 1,2,4,5,...
-      exp/val_id.txt
-      exp/test_id.txt"""
+SYSU_LAYOUT = ("<root>/ (or <root>/SYSU-MM01/) holding cam1/ .. cam6/ (cam1,2,4,5 = RGB, cam3,6 = IR) with one "
+               "folder per id named {pid:04d} (e.g. cam1/0001/0001.jpg), and exp/train_id.txt, exp/val_id.txt, "
+               "exp/test_id.txt (one comma-separated line of ids each)")
 
-REGDB_LAYOUT = """\
-  <root>/
-      idx/train_visible_{trial}.txt   lines "relative/path.bmp label", trial 1..10
-      idx/train_thermal_{trial}.txt
-      idx/test_visible_{trial}.txt
-      idx/test_thermal_{trial}.txt
-      Visible/... Thermal/...         image paths are relative to <root>"""
+REGDB_LAYOUT = ("<root>/idx/{train,test}_{visible,thermal}_<trial>.txt (lines 'relative/path.bmp label', trial "
+                "1..10) and the Visible/... and Thermal/... images they list, relative to <root>")
 
 
 def _layout_error(dataset: str, root: Path, layout: str, problem: str) -> DatasetError:
-    return DatasetError(f"{dataset}: {problem}\n(data.root = '{root}')\nExpected layout:\n{layout}")
+    return DatasetError(f"{dataset}: {problem} (data.root = '{root}'). Expected layout: {layout}. "
+                        f"Set data.root to the folder that holds the dataset.")
 
 
 def _find_dataset_dir(dataset: str, root: str | os.PathLike, candidates: list[str], required: tuple[str, ...],
@@ -58,16 +45,16 @@ def _find_dataset_dir(dataset: str, root: str | os.PathLike, candidates: list[st
     """Return the first candidate folder (relative to root) that holds every required entry."""
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise _layout_error(dataset, root, layout, f"root folder '{root}' does not exist.")
+        raise _layout_error(dataset, root, layout, f"root folder '{root}' does not exist")
     for rel in candidates:
         folder = root / rel
         if all((folder / name).exists() for name in required):
             return folder
-    tried = "\n".join(f"  {root / rel}: missing {', '.join(n for n in required if not (root / rel / n).exists())}"
+    tried = "; ".join(f"{root / rel} (missing {', '.join(n for n in required if not (root / rel / n).exists())})"
                       for rel in candidates if (root / rel).is_dir())
-    problem = f"could not find {', '.join(required)} under '{root}'."
+    problem = f"could not find {', '.join(required)} under '{root}'"
     if tried:
-        problem += f"\nFolders tried:\n{tried}"
+        problem += f"; folders tried: {tried}"
     raise _layout_error(dataset, root, layout, problem)
 
 
@@ -177,7 +164,7 @@ def parse_sysu_mm01(root: str | os.PathLike, train_ids: str = "train", eval_ids:
     for split, records in (("train", train), ("query", query), ("gallery", gallery)):
         if not records:
             raise _layout_error("SYSU-MM01", Path(root), SYSU_LAYOUT,
-                                f"no {split} images found in cam*/<pid:04d>/*.jpg for the ids in exp/*_id.txt.")
+                                f"no {split} images found in cam*/<pid:04d>/*.jpg for the ids in exp/*_id.txt")
     train, num = relabel_pids(train)
     return DatasetSplits("sysu_mm01", train, query, gallery, num, cross_modal=True,
                          info={"dir": str(folder), "train_ids": train_ids, "eval_ids": eval_ids})
@@ -189,7 +176,7 @@ def parse_sysu_mm01(root: str | os.PathLike, train_ids: str = "train", eval_ids:
 def _read_regdb_index(root: Path, name: str, modality: int) -> list[ImageRecord]:
     path = root / "idx" / name
     if not path.is_file():
-        raise _layout_error("RegDB", root, REGDB_LAYOUT, f"index file '{path}' does not exist.")
+        raise _layout_error("RegDB", root, REGDB_LAYOUT, f"index file '{path}' does not exist")
     records = []
     for lineno, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
@@ -211,7 +198,7 @@ def parse_regdb(root: str | os.PathLike, trial: int = 1, mode: str = "thermal_to
     """
     root_path = Path(root).expanduser()
     if not root_path.is_dir():
-        raise _layout_error("RegDB", root_path, REGDB_LAYOUT, f"root folder '{root_path}' does not exist.")
+        raise _layout_error("RegDB", root_path, REGDB_LAYOUT, f"root folder '{root_path}' does not exist")
     if not 1 <= int(trial) <= 10:
         raise DatasetError(f"RegDB: trial={trial} must be in 1..10.")
     if mode not in ("thermal_to_visible", "visible_to_thermal"):

@@ -128,12 +128,18 @@ class CrossModalIdentitySampler(EpochBatchSampler):
         ir = _group(pids, [i for i, m in enumerate(modalities) if m == 1])
         both = sorted(set(rgb) & set(ir))
         missing = sorted(set(rgb) ^ set(ir))
-        if missing:
-            warnings.warn(f"cross-modal sampler: {len(missing)} identities lack RGB or IR images and are excluded "
-                          f"from training batches: {missing[:20]}")
         self.groups = {pid: (rgb[pid], ir[pid]) for pid in both}
         self.half = int(num_instances) // 2
-        self.num_pids = _check_pk(int(batch_size), int(num_instances), len(self.groups), even=True)
+        excluded = (f"{len(missing)} of {len(missing) + len(both)} identities lack RGB or IR images and are excluded "
+                    f"from training batches (train labels {missing[:20]})")
+        try:
+            self.num_pids = _check_pk(int(batch_size), int(num_instances), len(self.groups), even=True)
+        except DatasetError as exc:
+            # One message, not a warning followed by an error: the exclusion is why too few identities are left.
+            raise DatasetError(f"cross-modal sampler: {exc}".rstrip(".") + (f"; {excluded}" if missing else "")
+                               ) from None
+        if missing:
+            warnings.warn(f"cross-modal sampler: {excluded}")
 
     def _make_batches(self, rng):
         chunks = {}
@@ -166,12 +172,13 @@ class TripletSampler(EpochBatchSampler):
         ids = sorted(pid for pid in set(groups[0]) | set(groups[1])
                      if len(groups[0].get(pid, ())) >= 2 and len(groups[1].get(pid, ())) >= 2)
         excluded = sorted((set(groups[0]) | set(groups[1])) - set(ids))
+        if len(ids) < 2:  # one message, not a warning followed by an error
+            raise DatasetError(f"triplet sampler needs at least 2 identities with >=2 RGB and >=2 IR images, "
+                               f"found {len(ids)} ({len(excluded)} identities have fewer); use data.sampler="
+                               f"cross_modal, which needs one image per modality and samples with replacement.")
         if excluded:
             warnings.warn(f"triplet sampler: {len(excluded)} identities have fewer than 2 RGB or 2 IR images and "
                           f"are excluded: {excluded[:20]}")
-        if len(ids) < 2:
-            raise DatasetError(f"triplet sampler needs at least 2 identities with >=2 RGB and >=2 IR images, "
-                               f"found {len(ids)}.")
         # per modality: members concatenated id by id, with offset/count per id position
         self.members = [np.concatenate([groups[m][pid] for pid in ids]) for m in (0, 1)]
         self.counts = [np.array([len(groups[m][pid]) for pid in ids]) for m in (0, 1)]

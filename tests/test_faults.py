@@ -1,0 +1,299 @@
+"""Faults a long study must survive, provoked for real: real Ray, real MLflow (SQLite), real processes killed.
+
+- trials that raise or whose loss turns NaN: FAILED with the reason, the study goes on, the report lists them;
+- a trial's worker SIGKILLed mid-training: Tune retries it from its last checkpoint into the same MLflow run;
+- the study driver stopped by SIGINT or SIGKILL: ``--resume`` finishes only what was unfinished and the result
+  equals an uninterrupted study's;
+- two studies logging to one SQLite store at once;
+- an unwritable tracking store or storage path: refused before any training.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+EPOCHS = 2
+TINY = {
+    "base": "quick",
+    "overrides": {"solver.epochs": EPOCHS, "solver.max_steps_per_epoch": 3, "eval.every": 1, "eval.trials": 2,
+                  "data.synthetic_ids": 16},
+    "axes": {"loss.type": ["triplet", "bnneck", "expat"]},
+    "seeds": [0],
+    "baseline": {"loss.type": "triplet"},
+    "metric": "rank1",
+    "resources": {"cpu": 1},
+}
+
+
+def _env(data_cache: Path) -> dict:
+    return {**os.environ, "EXPAT_DATA_CACHE": str(data_cache), "PYTHONPATH": str(ROOT)}
+
+
+def study_cmd(workdir: Path, name: str, body: dict, *extra: str, tracking: Path | None = None) -> list[str]:
+    path = workdir / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({**body, "name": name}))
+    return [sys.executable, "-m", "ablation.run", "--study", str(path), "--num-cpus", "2",
+            "--tracking-uri", str(tracking or workdir / "mlflow.db"), "--storage-path", str(workdir / "ray_results"),
+            *extra]
+
+
+def run_study(workdir: Path, name: str, body: dict, *extra: str, data_cache: Path, timeout: int = 600, **kw):
+    return subprocess.run(study_cmd(workdir, name, body, *extra, **kw), cwd=workdir, env=_env(data_cache),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def start_study(workdir: Path, name: str, body: dict, *extra: str, data_cache: Path, **kw) -> subprocess.Popen:
+    log = open(workdir / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(study_cmd(workdir, name, body, *extra, **kw), cwd=workdir, env=_env(data_cache),
+                            stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def runs(tracking: Path, study: str):
+    client = MlflowClient(f"sqlite:///{tracking}")
+    exp = client.get_experiment_by_name(study)
+    found = client.search_runs([exp.experiment_id], max_results=1000)
+    return (client, [r for r in found if r.data.tags.get("kind") == "study"],
+            sorted((r for r in found if r.data.tags.get("kind") == "trial"), key=lambda r: r.info.run_name))
+
+
+def steps(client: MlflowClient, run_id: str, key: str) -> list[int]:
+    return [m.step for m in client.get_metric_history(run_id, key)]
+
+
+def result_lines(trial_dir: Path) -> list[dict]:
+    path = trial_dir / "result.json"
+    if not path.is_file():
+        return []
+    lines = []
+    for line in path.read_text().splitlines():
+        try:
+            lines.append(json.loads(line))
+        except json.JSONDecodeError:  # a line being written
+            break
+    return lines
+
+
+def wait_for_result(storage: Path, pattern: str, proc: subprocess.Popen, min_iteration: int = 1,
+                    timeout: float = 400) -> tuple[Path, dict]:
+    """Poll Tune's result.json files until the trial matching ``pattern`` has reported ``min_iteration``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"study ended early with {proc.returncode}"
+        for trial_dir in storage.glob(f"*/{pattern}"):
+            lines = result_lines(trial_dir)
+            if lines and lines[-1]["training_iteration"] >= min_iteration:
+                return trial_dir, lines[-1]
+        time.sleep(0.1)
+    raise AssertionError(f"no result for {pattern} within {timeout}s")
+
+
+def results_section(report: str) -> str:
+    """The report's tables (results and failed trials), without run ids, URIs and the generation time."""
+    return report[report.index("## Results"):report.index("## Plots")]
+
+
+def assert_complete(client: MlflowClient, run, epochs: int = EPOCHS) -> None:
+    """FINISHED, and each per-epoch metric logged exactly once per epoch 1..epochs."""
+    assert run.info.status == "FINISHED", (run.info.run_name, run.info.status, run.data.tags.get("failure_reason"))
+    for key in ("rank1", "mAP", "loss"):
+        assert steps(client, run.info.run_id, key) == list(range(1, epochs + 1)), (run.info.run_name, key)
+
+
+def model_metrics(run) -> dict:
+    """The final metrics that depend on the model only (not the wall-clock ones: images_per_sec, time_epoch)."""
+    return {k: v for k, v in run.data.metrics.items() if k not in ("images_per_sec", "time_epoch")}
+
+
+def kill_session(proc: subprocess.Popen) -> None:
+    """Stop whatever is left of a study we started in its own session (Ray processes of a killed driver)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+@pytest.fixture(scope="module")
+def data_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("data_cache")
+
+
+# ------------------------------------------------------------------------------------------- failing trials
+
+
+def test_raising_and_nan_trials_fail_with_a_reason_and_the_study_goes_on(tmp_path, data_cache):
+    # A truncated download of pretrained weights makes the trainer raise (torch cannot read the archive): a generic
+    # error, so Tune retries it (max_failures) before giving up. loss.metric_weight=1e39 overflows the loss to inf:
+    # NonFiniteLossError, which a retry cannot fix, so the trial ends at once.
+    weights = tmp_path / "resnet18_truncated.pth"
+    weights.write_bytes(b"PK\x03\x04 truncated download")
+    body = {**TINY, "overrides": {**TINY["overrides"], "solver.epochs": 1},
+            "axes": {"loss.type": ["expat"], "loss.metric_weight": [1.0, 1e39], "model.pretrained": ["", str(weights)]},
+            "baseline": {}}
+    proc = run_study(tmp_path, "faulty", body, data_cache=data_cache)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "1/4 trials finished, 3 failed" in proc.stdout
+    client, parents, children = runs(tmp_path / "mlflow.db", "faulty")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED" and len(children) == 4
+    by = {(r.data.params["loss.metric_weight"], r.data.params["model.pretrained"]): r for r in children}
+    assert_complete(client, by["1.0", ""], epochs=1)
+    nan = by["1e+39", ""]
+    assert nan.info.status == "FAILED"
+    assert nan.data.tags["failure_reason"].startswith("NonFiniteLossError: loss became inf")
+    for key in (("1.0", str(weights)), ("1e+39", str(weights))):
+        raised = by[key]
+        assert raised.info.status == "FAILED"
+        reason = raised.data.tags["failure_reason"]
+        assert reason.startswith("RuntimeError: PytorchStreamReader failed") and "\n" not in reason, reason
+        assert "failure_traceback.txt" in [a.path for a in client.list_artifacts(raised.info.run_id)]
+    report = (tmp_path / "outputs" / "reports" / "faulty" / "report.md").read_text()
+    failed = report[report.index("## Failed trials"):]
+    assert failed.count("| FAILED |") == 3 and "NonFiniteLossError" in failed and "PytorchStreamReader" in failed
+
+
+# ------------------------------------------------------------------------------------------- worker killed
+
+
+def test_killed_worker_is_retried_from_its_checkpoint_into_the_same_run(tmp_path, data_cache):
+    epochs = 4
+    body = {**TINY, "overrides": {**TINY["overrides"], "solver.epochs": epochs}, "axes": {"loss.type": ["expat"]},
+            "baseline": {}}
+    proc = start_study(tmp_path, "killed", body, data_cache=data_cache)
+    try:
+        trial_dir, first = wait_for_result(tmp_path / "ray_results", "run_trial_*", proc)
+        os.kill(first["pid"], signal.SIGKILL)  # the Ray worker running the trial, mid-training
+        assert proc.wait(timeout=600) == 0, (tmp_path / "killed.log").read_text()[-3000:]
+    finally:
+        kill_session(proc)
+    # Tune restarted the trial in a new worker from its last checkpoint: epochs continue, none is trained twice.
+    lines = result_lines(trial_dir)
+    killed_at = first["epoch"]
+    assert [r["epoch"] for r in lines] == list(range(1, epochs + 1))
+    assert {r["pid"] for r in lines[killed_at:]} and first["pid"] not in {r["pid"] for r in lines[killed_at:]}
+    client, parents, children = runs(tmp_path / "mlflow.db", "killed")
+    assert len(children) == 1  # the retry continued the trial's run: no second run
+    assert_complete(client, children[0], epochs)
+    assert parents[0].info.status == "FINISHED"
+
+
+# ------------------------------------------------------------------------------------------- driver interrupted
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, data_cache):
+    """The same study, run without interruption: what a resumed study must end up equal to."""
+    workdir = tmp_path_factory.mktemp("uninterrupted")
+    proc = run_study(workdir, "resumable", TINY, data_cache=data_cache)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    client, parents, children = runs(workdir / "mlflow.db", "resumable")
+    report = (workdir / "outputs" / "reports" / "resumable" / "report.md").read_text()
+    return {"names": [r.info.run_name for r in children], "metrics": [model_metrics(r) for r in children],
+            "report": results_section(report)}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
+def test_interrupted_driver_resumes_only_the_unfinished_trials(tmp_path, data_cache, uninterrupted, sig):
+    db = tmp_path / "mlflow.db"
+    proc = start_study(tmp_path, "resumable", TINY, data_cache=data_cache)
+    try:
+        # Two trials run at a time: once the third has reported an epoch, at least one trial has finished.
+        wait_for_result(tmp_path / "ray_results", "run_trial_*_2_trial_index=2_*", proc)
+        proc.send_signal(sig)
+        code = proc.wait(timeout=300)
+        log = (tmp_path / "resumable.log").read_text()
+        client, parents, children = runs(db, "resumable")
+        if sig == signal.SIGINT:
+            # Tune stops the trials and saves its state; the driver closes every run and says how to go on.
+            assert code == 130, log[-3000:]
+            assert "interrupted:" in log and "--resume" in log and "Traceback" not in log
+            assert parents[0].info.status == "FAILED" and parents[0].data.tags["interrupted"] == "true"
+            assert all(r.info.status in ("FINISHED", "FAILED") for r in children)
+            assert all("--resume" in r.data.tags["failure_reason"] for r in children if r.info.status == "FAILED")
+        else:
+            assert code == -signal.SIGKILL
+            # Tune rewrites its state files in place after every trial checkpoint, and a driver killed meanwhile
+            # leaves them empty (seen in this test): make that happen every time, so --resume must repair them.
+            for state in (tmp_path / "ray_results").glob("*/*-state-*.json"):
+                state.write_bytes(b"")
+        finished = {r.info.run_id: (r.info.start_time, r.info.end_time, [
+            (m.step, m.timestamp, m.value) for m in client.get_metric_history(r.info.run_id, "rank1")])
+            for r in children if r.info.status == "FINISHED"}
+        assert finished and len(finished) < len(uninterrupted["names"])
+
+        # Resumed at once: after a SIGKILL the old driver's Ray processes are still exiting; a new Ray starts anyway.
+        resumed = run_study(tmp_path, "resumable", TINY, "--resume", data_cache=data_cache)
+        assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    finally:
+        kill_session(proc)  # whatever the killed driver left behind
+    client, parents, children = runs(db, "resumable")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert [r.info.run_name for r in children] == uninterrupted["names"]  # one run per trial, no duplicate
+    for run in children:
+        assert_complete(client, run)
+        assert "failure_reason" not in run.data.tags
+    for run in children:  # trials finished before the interruption were not run again
+        if run.info.run_id in finished:
+            history = [(m.step, m.timestamp, m.value) for m in client.get_metric_history(run.info.run_id, "rank1")]
+            assert (run.info.start_time, run.info.end_time, history) == finished[run.info.run_id]
+    # Training is deterministic given (seed, epoch) and resumes exactly from checkpoints: same numbers, same report.
+    assert [model_metrics(r) for r in children] == uninterrupted["metrics"]
+    report = (tmp_path / "outputs" / "reports" / "resumable" / "report.md").read_text()
+    assert results_section(report) == uninterrupted["report"]
+
+
+# ------------------------------------------------------------------------------------------- shared store
+
+
+def test_two_studies_share_one_sqlite_store(tmp_path, data_cache):
+    # Two drivers, each with its own local Ray and 2 concurrent trials, create and write the same new SQLite file.
+    db = tmp_path / "shared.db"
+    body = {**TINY, "axes": {"loss.type": ["triplet", "expat"]}}
+    procs = {name: start_study(tmp_path, name, body, data_cache=data_cache, tracking=db)
+             for name in ("study_a", "study_b")}
+    try:
+        codes = {name: p.wait(timeout=600) for name, p in procs.items()}
+    finally:
+        for p in procs.values():
+            kill_session(p)
+    logs = {name: (tmp_path / f"{name}.log").read_text() for name in procs}
+    assert codes == {"study_a": 0, "study_b": 0}, {n: log[-3000:] for n, log in logs.items()}
+    assert not any("database is locked" in log for log in logs.values())
+    for name in procs:
+        client, parents, children = runs(db, name)
+        assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+        assert [r.info.run_name for r in children] == ["expat/seed=0", "triplet/seed=0"]
+        for run in children:
+            assert_complete(client, run)
+            assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+
+
+# ------------------------------------------------------------------------------------------- unwritable
+
+
+@pytest.mark.parametrize("which, where", [
+    ("--tracking-uri", "under_file"), ("--tracking-uri", "proc"), ("--storage-path", "under_file"),
+])
+def test_unwritable_tracking_store_or_storage_path_is_refused_before_training(tmp_path, data_cache, which, where):
+    # As root, chmod does not stop writes: a path below a regular file, or in /proc, cannot be written by anyone.
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("a regular file, not a folder")
+    bad = {"under_file": blocker / "sub" / ("mlflow.db" if which == "--tracking-uri" else "ray_results"),
+           "proc": Path("/proc") / ("mlflow.db" if which == "--tracking-uri" else "ray_results")}[where]
+    cmd = study_cmd(tmp_path, "unwritable", TINY)
+    cmd[cmd.index(which) + 1] = str(bad)
+    started = time.monotonic()
+    proc = subprocess.run(cmd, cwd=tmp_path, env=_env(data_cache), capture_output=True, text=True, timeout=300)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-3000:]
+    assert ("tracking store" if which == "--tracking-uri" else "storage path") in lines[0]
+    assert which in lines[0] and "Traceback" not in proc.stderr
+    assert not (tmp_path / "ray_results").exists() and not list(tmp_path.glob("outputs"))
+    assert time.monotonic() - started < 120
