@@ -1,0 +1,16 @@
+"""Studies: Ray Tune trials over the core trainer, each logged as an MLflow child run of its study's run.
+
+Importing the package sets quiet, local-first defaults for Ray and MLflow (every entry point gets the same ones).
+"""
+import os
+
+# Quiet, local-first defaults (see docs): no usage stats, no token auth on a private local cluster.
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# MLflow logs INFO lines (e.g. "Creating initial MLflow database tables") to stderr; a refused study must leave
+# exactly one line there, the error.
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")

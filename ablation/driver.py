@@ -1,10 +1,8 @@
 """The study driver: checks, Ray start-up, the Tuner (new or restored), MLflow parent run, and the final report."""
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
-import pickletools
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -20,6 +18,7 @@ from ablation.study import SEED_KEY, StudyError, StudySpec, plan_grid, trial_con
 from ablation.tracking import (TrackingError, check_tracking_store, create_parent_run, ensure_experiment,
                                fail_unfinished_children, find_child, find_parent_run, git_commit, retry)
 from ablation.trainable import StudyContext, run_trial
+from ablation.tune_state import BACKUP_EVERY_S, backup_experiment_state, repair_experiment_state
 
 
 class StudyInterrupted(RuntimeError):
@@ -40,86 +39,17 @@ class StudyOutcome:
     def summary(self) -> str:
         lines = [f"study {self.study}: {self.finished}/{self.total} trials finished, {self.failed} failed",
                  f"MLflow: {self.tracking_uri} (parent run {self.parent_run_id}); "
-                 f"open with: mlflow ui --backend-store-uri {self.tracking_uri}",
+                 f"open with: {ui_command(self.tracking_uri)}",
                  f"Ray results: {self.ray_path}"]
         if self.report_path:
             lines.append(f"report: {self.report_path}")
         return "\n".join(lines)
 
 
-# Tune's own state files at the top of the experiment folder (trial statuses, searcher / variant-generator state).
-_STATE_PATTERNS = ("experiment_state-*.json", "basic-variant-state-*.json", "searcher-state-*.pkl")
-BACKUP_EVERY_S = 2.0
-
-
-def _state_files(ray_path: str) -> list[Path]:
-    return sorted(f for pattern in _STATE_PATTERNS for f in Path(ray_path).glob(pattern))
-
-
-def _backup_of(state: Path) -> Path:
-    return state.with_name(f".{state.name}.good")
-
-
-def _intact(path: Path) -> bool:
-    """Whether a state file reads back whole (Tune writes them in place, so a SIGKILL can leave them empty).
-
-    Tune's state files are JSON or pickles (``basic-variant-state-*.json`` is a pickle despite its name); a pickle
-    is checked by walking its opcodes to the final STOP, which builds no object.
-    """
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return False
-    if not data:
-        return False
-    try:
-        json.loads(data)
-        return True
-    except ValueError:
-        pass
-    try:
-        return any(op.name == "STOP" for op, _, _ in pickletools.genops(data))
-    except Exception:  # noqa: BLE001 - a truncated pickle
-        return False
-
-
-def _replace_with_copy(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(f"{dst.name}.tmp{os.getpid()}")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)  # atomic: a reader sees the old or the new file, never half of one
-
-
-def backup_experiment_state(ray_path: str) -> None:
-    """Keep a last-known-good copy of each of Tune's state files next to it."""
-    for state in _state_files(ray_path):
-        backup = _backup_of(state)
-        try:
-            if backup.exists() and backup.stat().st_mtime >= state.stat().st_mtime:
-                continue
-        except OSError:
-            continue
-        if _intact(state):
-            _replace_with_copy(state, backup)
-
-
-def repair_experiment_state(ray_path: str) -> list[str]:
-    """Before ``Tuner.restore``: put back the last good copy of every state file a killed driver left broken.
-
-    Tune rewrites its experiment state in place after every trial checkpoint; a driver SIGKILLed meanwhile leaves
-    an empty file, and restoring from it fails (Tune then starts an unrelated new experiment). Returns the names of
-    the files repaired; raises StudyError when a broken file has no good copy.
-    """
-    repaired = []
-    for state in _state_files(ray_path):
-        if _intact(state):
-            continue
-        backup = _backup_of(state)
-        if not _intact(backup):
-            raise StudyError(f"Tune's state file {state} is damaged (the study driver was killed while writing it) "
-                             f"and has no intact copy; start the study again without --resume")
-        _replace_with_copy(backup, state)
-        repaired.append(state.name)
-    return repaired
+def ui_command(tracking_uri: str) -> str:
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"a browser at {tracking_uri}"
+    return f"mlflow ui --backend-store-uri {tracking_uri}"
 
 
 class TrialStatusCallback(tune.Callback):
@@ -250,10 +180,26 @@ def check_resources(spec: StudySpec) -> None:
                              f"{have:g} {res.upper()}s; lower resources.{res} in the study file or add nodes")
 
 
+def with_gpu_share(spec: StudySpec) -> StudySpec:
+    """Without an explicit ``resources.gpu``, trials share the cluster's GPUs: each gets the fraction that lets
+    as many trials run at once as the CPUs allow (0 where there is no GPU)."""
+    if "gpu" in spec.resources:
+        return spec
+    total = ray.cluster_resources()
+    gpus, cpus = float(total.get("GPU", 0)), float(total.get("CPU", 1))
+    concurrent = max(1, int(cpus // float(spec.resources.get("cpu", 1))))
+    share = min(1.0, gpus / concurrent) if gpus else 0.0
+    return dataclasses.replace(spec, resources={**spec.resources, "gpu": share})
+
+
+def make_trainable(spec: StudySpec, ctx: StudyContext):
+    return tune.with_resources(tune.with_parameters(run_trial, ctx=ctx),
+                               {"cpu": spec.resources.get("cpu", 1), "gpu": spec.resources.get("gpu", 0)})
+
+
 def build_tuner(spec: StudySpec, ctx: StudyContext, ray_path: str, callback: TrialStatusCallback) -> tune.Tuner:
     base = spec.base_config()
-    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx),
-                                    {"cpu": spec.resources.get("cpu", 1), "gpu": spec.resources.get("gpu", 0)})
+    trainable = make_trainable(spec, ctx)
     search_alg, param_space, num_samples = None, {}, 1
     if spec.algorithm == "grid":
         param_space = {"trial_index": tune.grid_search(list(range(len(ctx.plan))))}
@@ -323,6 +269,7 @@ def run_study(spec: StudySpec, tracking_uri: str, storage_path: str, address: st
     prepare_data(spec)
     started = start_ray(address, num_cpus)
     try:
+        spec = with_gpu_share(spec)
         check_resources(spec)
         return _run(spec, client, tracking_uri, storage_path, resume, build_report, started)
     finally:
@@ -356,9 +303,7 @@ def _run(spec: StudySpec, client: MlflowClient, tracking_uri: str, storage_path:
     try:
         if parent is not None and tune.Tuner.can_restore(ray_path):
             repair_experiment_state(ray_path)
-            trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx),
-                                            {"cpu": spec.resources.get("cpu", 1), "gpu": spec.resources.get("gpu", 0)})
-            tuner = tune.Tuner.restore(ray_path, trainable=trainable, resume_unfinished=True, resume_errored=False,
+            tuner = tune.Tuner.restore(ray_path, trainable=make_trainable(spec, ctx), resume_unfinished=True, resume_errored=False,
                                        restart_errored=False)
         else:
             tuner = build_tuner(spec, ctx, ray_path, callback)

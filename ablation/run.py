@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -16,16 +15,6 @@ from ablation.study import StudyError, StudySpec, load_study, plan_grid, trial_n
 from core.config import ConfigError, parse_overrides
 from core.train import one_line, short_warnings
 
-# Quiet, local-first defaults (see docs): no usage stats, no token auth on a private local cluster.
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
-os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-# MLflow logs INFO lines (e.g. "Creating initial MLflow database tables") to stderr; a refused study must leave
-# exactly one line there, the error.
-os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

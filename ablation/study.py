@@ -43,7 +43,7 @@ class StudySpec:
     scheduler: dict[str, Any] = field(default_factory=lambda: {"type": "fifo"})
     metric: str = "rank1"
     mode: str = "max"
-    resources: dict[str, float] = field(default_factory=lambda: {"cpu": 1, "gpu": 0})
+    resources: dict[str, float] = field(default_factory=lambda: {"cpu": 1})  # no gpu key: share the GPUs present
     max_concurrent: int = 0  # 0 = as many as resources allow
     max_failures: int = 1  # retries of a crashed trial (from its last checkpoint)
 
@@ -194,7 +194,8 @@ def short_key(key: str) -> str:
 def trial_name(spec: StudySpec, params: dict[str, Any]) -> str:
     """Readable run names for the MLflow compare view: ``expat_center/margin=0.5/seed=1``."""
     parts = []
-    for key, value in params.items():
+    ordered = sorted(params.items(), key=lambda kv: kv[0] != "loss.type")  # the algorithm reads best first
+    for key, value in ordered:
         if key == SEED_KEY:
             continue
         if isinstance(value, float):

@@ -18,10 +18,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-
-from mlflow.entities import Metric, Param, RunTag  # noqa: E402
-from mlflow.tracking import MlflowClient  # noqa: E402
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
 
 T = TypeVar("T")
 PARENT_ID_TAG = "mlflow.parentRunId"
