@@ -170,10 +170,11 @@ def children(client: MlflowClient, exp_id: str, parent_id: str) -> list:
 
 
 def find_child(client: MlflowClient, exp_id: str, parent_id: str, trial_id: str):
-    for run in children(client, exp_id, parent_id):
-        if run.data.tags.get("trial_id") == trial_id:
-            return run
-    return None
+    """The child run of one trial, found by tag in the store (no scan over the study's runs)."""
+    runs = retry(lambda: client.search_runs(
+        [exp_id], filter_string=f"tags.`{PARENT_ID_TAG}` = '{parent_id}' and tags.trial_id = '{trial_id}'",
+        max_results=1))
+    return runs[0] if runs else None
 
 
 def fail_unfinished_children(client: MlflowClient, exp_id: str, parent_id: str, reason: str) -> int:

@@ -146,11 +146,11 @@ def _large(quick: bool, small: bool, threads: int) -> list[Figure]:
     """256x128 loader (ResNet-50 input size) from 128x64 JPEGs: warm cache vs decode each time, and (outside
     --quick) against ResNet-50's training step."""
     from core.data import build_splits, build_train_loader, ensure_generated
-    from core.factory import data_cache_dir
+    from core.data import cache_base
 
     height, width = (128, 64) if small else (256, 128)
     ids = 12 if small else (24 if quick else 60)
-    root = data_cache_dir() / f"market_{height}x{width}"
+    root = cache_base() / f"market_{height}x{width}"
     ensure_generated("market", root, num_train_ids=ids, num_test_ids=4, height=height // 2, width=width // 2)
     splits = build_splits("market1501", root)
     epochs = 2 if small else (3 if quick else 4)
