@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from core.checkpoint import load_checkpoint, save_checkpoint
-from core.config import Config, to_dict
+from core.config import Config, ConfigError, to_dict
 from core.data import set_loader_epoch
 from core.factory import build_dataset, build_loaders, build_loss, build_model
 from core.inference import evaluate
@@ -45,10 +45,11 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``run.device`` as a torch device; ``cuda`` on a machine without a GPU is a config error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("run.device=cuda but no CUDA device is visible; use run.device=cpu or auto")
+        raise ConfigError("run.device=cuda but no CUDA GPU is visible on this machine; use run.device=cpu or auto")
     return torch.device(name)
 
 

@@ -23,9 +23,8 @@ def short_warnings() -> None:
 
 def check_machine(cfg: Config) -> None:
     """Settings that are valid in general but impossible on this machine, refused before any work."""
-    import torch
-    if cfg.run.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("run.device=cuda but no CUDA GPU is visible on this machine; use run.device=cpu or auto")
+    from core.engine import resolve_device
+    resolve_device(cfg.run.device)
     cpus = os.cpu_count() or 1
     if cfg.run.threads > cpus:
         raise ConfigError(f"run.threads={cfg.run.threads} but this machine has {cpus} CPUs; set run.threads to at "
