@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import tempfile
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +64,10 @@ def run_trial(config: dict[str, Any], ctx: StudyContext) -> None:
                          "hostname": socket.gethostname()},
                    params=to_flat_dict(cfg))
     run.log_text(to_yaml(cfg), "config.yaml")
-    ckpt_dir = Path(context.get_trial_dir()) / "working_checkpoint"
+    # The trainer's working checkpoint lives in a scratch folder removed when the trial ends: Tune keeps its own
+    # copy of every reported checkpoint, and a copy in the trial folder would pile up in Ray's session folders.
+    scratch = Path(tempfile.mkdtemp(prefix="expat-trial-"))
+    ckpt_dir = scratch / "checkpoint"
     _restore_checkpoint(ckpt_dir)
     last_eval: dict[str, float] = {}
 
@@ -90,6 +94,8 @@ def run_trial(config: dict[str, Any], ctx: StudyContext) -> None:
         run.log_text(traceback.format_exc(), "failure_traceback.txt")
         run.fail(f"{type(exc).__name__}: {exc}")
         raise  # Tune retries from the last checkpoint (FailureConfig.max_failures); the run is reopened then
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     run.finish()
 
 
