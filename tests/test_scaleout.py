@@ -22,21 +22,14 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from ablation.ui_check import MlflowServer, free_port
+from test_ablation_e2e import TINY as E2E_TINY
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 RAY = str(Path(sys.executable).with_name("ray"))
 
-TINY = {
-    "base": "quick",
-    "overrides": {"solver.epochs": 2, "solver.max_steps_per_epoch": 3, "eval.every": 1, "eval.trials": 2,
-                  "data.synthetic_ids": 16},
-    "axes": {"loss.type": ["triplet", "expat"]},
-    "seeds": [0],
-    "baseline": {"loss.type": "triplet"},
-    "metric": "rank1",
-    "resources": {"cpu": 1},
-}
+# The end-to-end tests' tiny study, trained for two epochs so a server restart can land mid-trial.
+TINY = {**E2E_TINY, "overrides": {**E2E_TINY["overrides"], "solver.epochs": 2}}
 HISTORY_KEYS = ("rank1", "mAP", "mINP", "loss")
 
 
