@@ -162,6 +162,29 @@ def test_channels_last_input_gives_same_output():
         )
 
 
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+def test_backbone_matches_torchvision_resnet_on_the_same_weights(arch):
+    """Same module names and shapes as torchvision's ResNet, and the same function: its state dict loads strictly
+    and both give the same layer4 map (last stride 2, torchvision's own network)."""
+    source = getattr(torchvision.models, arch)(weights=None).eval()
+    state = {k: v for k, v in source.state_dict().items() if not k.startswith("fc.")}
+    ours = ResNetBackbone(arch, last_stride=2).eval()
+    ours.load_state_dict(state, strict=True)
+    x = images(2, 64, 64)
+    with torch.no_grad():
+        trunk = torch.nn.Sequential(*list(source.children())[:-2])
+        torch.testing.assert_close(ours(x), trunk(x))
+
+
+def test_backbone_init_follows_torchvision():
+    """Kaiming fan_out convs (std sqrt(2 / fan_out)) and BN at weight 1 / bias 0, as torchvision initialises."""
+    net = ResNetBackbone("resnet50")
+    w = net.layer3[0].conv2.weight  # 256 -> 256, 3x3: fan_out = 256 * 9
+    assert abs(w.std().item() - (2 / (256 * 9)) ** 0.5) < 0.002
+    assert torch.equal(net.layer2[1].bn3.weight, torch.ones(512))
+    assert torch.equal(net.layer2[1].bn3.bias, torch.zeros(512))
+
+
 def test_load_pretrained_from_local_file(tmp_path):
     source = torchvision.models.resnet18(weights=None)
     path = tmp_path / "resnet18.pth"

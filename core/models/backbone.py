@@ -1,4 +1,10 @@
-"""ResNet trunk (torchvision) with a configurable last stride, and loading of local pretrained weights."""
+"""ResNet trunk with a configurable last stride, and loading of local pretrained (torchvision) weights.
+
+The network is defined here rather than taken from torchvision: importing torchvision also imports its detection
+ops and ``torch._dynamo`` (about 1.7 s per process on a 2-core CPU), which every study trial's fresh worker would
+pay. Module names, shapes and initialisation follow torchvision's ResNet, so its ImageNet state dicts load
+unchanged (``tests/test_models.py`` checks the two networks give the same output on the same weights).
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,20 +12,63 @@ from typing import Union
 
 import torch
 from torch import nn
-from torchvision import models
-from torchvision.models.resnet import Bottleneck
 
-# arch -> (torchvision constructor, output channels)
+
+def _conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+
+
+def _conv1x1(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convs (ResNet-18/34); the stride sits on conv1."""
+    expansion = 1
+
+    def __init__(self, cin: int, width: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1, self.bn1 = _conv3x3(cin, width, stride), nn.BatchNorm2d(width)
+        self.conv2, self.bn2 = _conv3x3(width, width), nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + identity)
+
+
+class Bottleneck(nn.Module):
+    """1x1 - 3x3 - 1x1 convs (ResNet-50/101, torchvision's "v1.5"): the stride sits on the 3x3 conv2."""
+    expansion = 4
+
+    def __init__(self, cin: int, width: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1, self.bn1 = _conv1x1(cin, width), nn.BatchNorm2d(width)
+        self.conv2, self.bn2 = _conv3x3(width, width, stride), nn.BatchNorm2d(width)
+        self.conv3, self.bn3 = _conv1x1(width, width * 4), nn.BatchNorm2d(width * 4)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        return self.relu(self.bn3(self.conv3(out)) + identity)
+
+
+# arch -> (block, blocks per stage)
 ARCHS = {
-    "resnet18": (models.resnet18, 512),
-    "resnet50": (models.resnet50, 2048),
+    "resnet18": (BasicBlock, (2, 2, 2, 2)),
+    "resnet50": (Bottleneck, (3, 4, 6, 3)),
 }
 
 
 class ResNetBackbone(nn.Module):
-    """torchvision ResNet without ``avgpool``/``fc``; returns the layer4 feature map.
+    """ResNet without ``avgpool``/``fc``; returns the layer4 feature map.
 
-    Submodules keep torchvision's names, so an ImageNet state dict (minus ``fc.*``) loads unchanged.
+    Submodules carry torchvision's names, so an ImageNet state dict (minus ``fc.*``) loads unchanged.
     ``last_stride=1`` (the re-ID default) removes the stride of layer4, doubling the map size (24x8 for 384x128).
     """
 
@@ -29,26 +78,43 @@ class ResNetBackbone(nn.Module):
             raise ValueError(f"unknown arch {arch!r}; valid: {', '.join(ARCHS)}")
         if last_stride not in (1, 2):
             raise ValueError(f"last_stride must be 1 or 2, got {last_stride}")
-        factory, self.feat_dim = ARCHS[arch]
-        net = factory(weights=None)
+        block, depths = ARCHS[arch]
         self.arch = arch
-        self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
-        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
-        _set_first_block_stride(self.layer4, last_stride)
+        self.feat_dim = 512 * block.expansion
+        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+        self.bn1, self.relu = nn.BatchNorm2d(64), nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        cin = 64
+        stages = []
+        for width, depth, stride in zip((64, 128, 256, 512), depths, (1, 2, 2, last_stride)):
+            stage, cin = _make_stage(block, cin, width, depth, stride)
+            stages.append(stage)
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        _init_like_torchvision(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
 
-def _set_first_block_stride(layer: nn.Sequential, stride: int) -> None:
-    """Set the stride of a stage: it sits on conv2 in torchvision's Bottleneck, conv1 in BasicBlock, and on the
-    shortcut's 1x1 conv in both."""
-    block = layer[0]
-    conv = block.conv2 if isinstance(block, Bottleneck) else block.conv1
-    conv.stride = (stride, stride)
-    if block.downsample is not None:
-        block.downsample[0].stride = (stride, stride)
+def _make_stage(block, cin: int, width: int, depth: int, stride: int) -> tuple[nn.Sequential, int]:
+    """A stage of ``depth`` blocks; the first changes the stride/width, with a 1x1 conv + BN shortcut if needed."""
+    cout = width * block.expansion
+    downsample = None
+    if stride != 1 or cin != cout:
+        downsample = nn.Sequential(_conv1x1(cin, cout, stride), nn.BatchNorm2d(cout))
+    blocks = [block(cin, width, stride, downsample)] + [block(cout, width) for _ in range(depth - 1)]
+    return nn.Sequential(*blocks), cout
+
+
+def _init_like_torchvision(net: nn.Module) -> None:
+    """Kaiming-normal (fan_out) convs, BN weight 1 / bias 0: torchvision's ResNet initialisation."""
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.constant_(m.weight, 1)
+            nn.init.constant_(m.bias, 0)
 
 
 def load_pretrained(backbone: ResNetBackbone, path: Union[str, Path]) -> None:
