@@ -5,6 +5,7 @@ import dataclasses
 import os
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,8 +16,9 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 
 from ablation.study import SEED_KEY, StudyError, StudySpec, plan_grid, trial_config
-from ablation.tracking import (TrackingError, check_tracking_store, create_parent_run, ensure_experiment,
-                               fail_unfinished_children, find_child, find_parent_run, git_commit, retry)
+from ablation.tracking import (TrackingError, check_tracking_reachable, check_tracking_store, create_parent_run,
+                               ensure_experiment, fail_unfinished_children, find_child, find_parent_run, git_commit,
+                               retry)
 from ablation.trainable import StudyContext, run_trial
 from ablation.tune_state import BACKUP_EVERY_S, backup_experiment_state, repair_experiment_state
 
@@ -257,17 +259,27 @@ def run_study(spec: StudySpec, tracking_uri: str, storage_path: str, address: st
               resume: bool = False, num_cpus: int | None = None, build_report: bool = True,
               verbose: int = 0) -> StudyOutcome:
     os.environ["EXPAT_TUNE_VERBOSE"] = str(verbose)
-    # Every check that can refuse the study runs before Ray starts work and before any MLflow run exists.
+    # Every check that can refuse the study runs before any trial and before any MLflow run exists; the cheap
+    # ones (paths, the data) before Ray starts.
     check_sqlite_writable(tracking_uri)
-    check_tracking_store(tracking_uri)
+    check_tracking_reachable(tracking_uri)
     check_storage_path(storage_path)
-    client = MlflowClient(tracking_uri)
-    if resume:
-        exp = retry(lambda: client.get_experiment_by_name(spec.name))
-        if exp is None or find_parent_run(client, exp.experiment_id, spec.name) is None:
-            raise StudyError(f"study {spec.name}: nothing to resume in {tracking_uri}; run it without --resume")
     prepare_data(spec)
-    started = start_ray(address, num_cpus)
+    # The store's first use (a fresh SQLite store builds its schema, ~2 s) overlaps Ray's start-up (~3 s, mostly
+    # waiting for Ray's processes): both are paid once per study, so running them side by side shortens every study.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        store_ready = pool.submit(_open_store, spec, tracking_uri, resume)
+        try:
+            started = start_ray(address, num_cpus)
+        except BaseException:
+            store_ready.cancel()
+            raise
+        try:
+            client = store_ready.result()
+        except BaseException:
+            if started:
+                ray.shutdown()
+            raise
     try:
         spec = with_gpu_share(spec)
         check_resources(spec)
@@ -275,6 +287,18 @@ def run_study(spec: StudySpec, tracking_uri: str, storage_path: str, address: st
     finally:
         if started:
             ray.shutdown()
+
+
+def _open_store(spec: StudySpec, tracking_uri: str, resume: bool) -> MlflowClient:
+    """Check that the tracking store works (creating a fresh one's schema) and, for ``--resume``, that it holds
+    the study."""
+    check_tracking_store(tracking_uri)
+    client = MlflowClient(tracking_uri)
+    if resume:
+        exp = retry(lambda: client.get_experiment_by_name(spec.name))
+        if exp is None or find_parent_run(client, exp.experiment_id, spec.name) is None:
+            raise StudyError(f"study {spec.name}: nothing to resume in {tracking_uri}; run it without --resume")
+    return client
 
 
 def _run(spec: StudySpec, client: MlflowClient, tracking_uri: str, storage_path: str, resume: bool,

@@ -45,7 +45,16 @@ def absolute_tracking_uri(uri: str | None) -> str:
 
 
 def check_tracking_store(uri: str) -> None:
-    """Fail before any training when the store cannot be written."""
+    """Fail before any training when the store cannot be written (and create a fresh store's schema)."""
+    check_tracking_reachable(uri)
+    try:
+        retry(lambda: MlflowClient(uri).search_experiments(max_results=1), attempts=3)
+    except Exception as exc:  # noqa: BLE001 - any backend error means the store is unusable
+        raise TrackingError(f"tracking store {uri} cannot be used: {str(exc).splitlines()[0]}") from None
+
+
+def check_tracking_reachable(uri: str) -> None:
+    """The quick part of the store check: a SQLite file's folder and permissions, a server's health endpoint."""
     if uri.startswith("sqlite:///"):
         db = Path(uri[len("sqlite:///"):])
         target = db if db.exists() else db.parent
@@ -57,10 +66,6 @@ def check_tracking_store(uri: str) -> None:
                                 f"with a writable path")
     if uri.startswith(("http://", "https://")):
         _check_server(uri)
-    try:
-        retry(lambda: MlflowClient(uri).search_experiments(max_results=1), attempts=3)
-    except Exception as exc:  # noqa: BLE001 - any backend error means the store is unusable
-        raise TrackingError(f"tracking store {uri} cannot be used: {str(exc).splitlines()[0]}") from None
 
 
 def _check_server(uri: str) -> None:
