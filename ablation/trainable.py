@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 import socket
 import tempfile
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +71,7 @@ def run_trial(config: dict[str, Any], ctx: StudyContext) -> None:
     ckpt_dir = scratch / "checkpoint"
     _restore_checkpoint(ckpt_dir)
     last_eval: dict[str, float] = {}
+    handed_at = [time.monotonic()]  # when Tune last got a checkpoint (the trial's start at first)
 
     def reporter(epoch: int, metrics: dict, checkpoint_dir: str | None) -> None:
         run.log_epoch(epoch, metrics)
@@ -77,7 +79,11 @@ def run_trial(config: dict[str, Any], ctx: StudyContext) -> None:
         # Tune sees the latest evaluation on every epoch, so schedulers and searchers always find the metric.
         result = {**metrics, **{k: v for k, v in last_eval.items() if k not in metrics}}
         result = {k: v for k, v in result.items() if v is not None}
-        checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        checkpoint = None
+        if checkpoint_dir and (epoch >= cfg.solver.epochs
+                               or time.monotonic() - handed_at[0] >= spec.checkpoint_interval_s):
+            checkpoint = tune.Checkpoint.from_directory(checkpoint_dir)
+            handed_at[0] = time.monotonic()
         tune.report(result, checkpoint=checkpoint)
 
     try:

@@ -1,4 +1,5 @@
 """A tiny study end to end on real Ray and real MLflow: runs, nesting, report, resume, failed trials."""
+import json
 import os
 import subprocess
 import sys
@@ -70,6 +71,20 @@ def test_tiny_study_end_to_end(tmp_path):
     _, parents2, children2 = study_runs(tmp_path, "tiny")
     assert len(parents2) == 1 and len(children2) == 2
     assert all(r.info.status == "FINISHED" for r in children2)
+
+
+def test_trials_hand_tune_at_most_one_checkpoint_per_interval_and_always_their_last(tmp_path):
+    """Tune copies each handed checkpoint into the storage path: with an interval longer than the trial, only the
+    last epoch's checkpoint is handed over; with 0, every epoch's."""
+    epochs = 3
+    for interval in (3600, 0):
+        body = {**TINY, "overrides": {**TINY["overrides"], "solver.epochs": epochs}, "axes": {"loss.type": ["expat"]},
+                "baseline": {}, "checkpoint_interval_s": interval}
+        proc = run_study(tmp_path, f"ckpt{interval}", body)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        (result,) = (tmp_path / "ray_results").glob(f"ckpt{interval}-*/run_trial_*/result.json")
+        handed = [json.loads(line).get("checkpoint_dir_name") is not None for line in result.read_text().splitlines()]
+        assert handed == ([False] * (epochs - 1) + [True] if interval else [True] * epochs)
 
 
 def test_failed_trial_is_recorded_and_the_study_goes_on(tmp_path):

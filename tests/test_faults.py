@@ -19,19 +19,15 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from test_ablation_e2e import TINY as E2E_TINY
+
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 EPOCHS = 2
-TINY = {
-    "base": "quick",
-    "overrides": {"solver.epochs": EPOCHS, "solver.max_steps_per_epoch": 3, "eval.every": 1, "eval.trials": 2,
-                  "data.synthetic_ids": 16},
-    "axes": {"loss.type": ["triplet", "bnneck", "expat"]},
-    "seeds": [0],
-    "baseline": {"loss.type": "triplet"},
-    "metric": "rank1",
-    "resources": {"cpu": 1},
-}
+# The end-to-end tests' tiny study, for EPOCHS epochs and three losses.
+# Every epoch's checkpoint goes to Tune, so a killed or interrupted trial continues from the epoch it reached.
+TINY = {**E2E_TINY, "overrides": {**E2E_TINY["overrides"], "solver.epochs": EPOCHS},
+        "axes": {"loss.type": ["triplet", "bnneck", "expat"]}, "checkpoint_interval_s": 0}
 
 
 def _env(data_cache: Path) -> dict:

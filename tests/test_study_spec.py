@@ -44,6 +44,8 @@ BASE = {"base": "quick", "axes": {"loss.type": ["expat"]}, "seeds": [0]}
     ({"scheduler": {"type": "pbt"}}, "pbt"),
     ({"metric": "accuracy"}, "accuracy"),
     ({"seeds": []}, "seeds"),
+    ({"checkpoint_interval_s": -1}, "checkpoint_interval_s"),
+    ({"checkpoint_interval_s": "often"}, "checkpoint_interval_s"),
     ({"search": {"algorithm": "optuna", "num_samples": 2}}, "search.space"),
     ({"search": {"algorithm": "optuna", "num_samples": 2,
                  "space": {"loss.margin": {"type": "float", "low": 1, "high": 0.5}}}}, "low < high"),
