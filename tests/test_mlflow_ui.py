@@ -17,20 +17,16 @@ from pathlib import Path
 import pytest
 import yaml
 
+from test_ablation_e2e import TINY as E2E_TINY
+
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
-STUDY = {
-    "base": "quick",
-    "overrides": {"solver.epochs": 2, "solver.max_steps_per_epoch": 3, "eval.every": 1, "eval.trials": 2,
-                  "data.synthetic_ids": 16},
-    "axes": {"loss.type": ["triplet", "expat"], "loss.margin": [0.5]},
-    "seeds": [0],
-    "baseline": {"loss.type": "triplet", "loss.margin": 0.5},
-    "metric": "rank1",
-    "resources": {"cpu": 1},
-}
+# The end-to-end tests' tiny study, for two epochs, with a margin axis too.
+STUDY = {**E2E_TINY, "overrides": {**E2E_TINY["overrides"], "solver.epochs": 2},
+         "axes": {"loss.type": ["triplet", "expat"], "loss.margin": [0.5]},
+         "baseline": {"loss.type": "triplet", "loss.margin": 0.5}}
 
 
 def require_chromium() -> None:
