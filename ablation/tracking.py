@@ -9,6 +9,8 @@ timestamp, so a log call repeated after a lost response is deduplicated by the s
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import subprocess
 import sys
@@ -48,9 +50,28 @@ def check_tracking_store(uri: str) -> None:
     """Fail before any training when the store cannot be written (and create a fresh store's schema)."""
     check_tracking_reachable(uri)
     try:
-        retry(lambda: MlflowClient(uri).search_experiments(max_results=1), attempts=3)
+        with _first_use_lock(uri):
+            retry(lambda: MlflowClient(uri).search_experiments(max_results=1), attempts=3)
     except Exception as exc:  # noqa: BLE001 - any backend error means the store is unusable
         raise TrackingError(f"tracking store {uri} cannot be used: {str(exc).splitlines()[0]}") from None
+
+
+@contextlib.contextmanager
+def _first_use_lock(uri: str):
+    """Serialise the first use of a SQLite store across processes (an flock on its folder).
+
+    Two drivers opening the same new SQLite file would both run MLflow's schema migrations and collide on alembic's
+    temporary tables; with the lock the second finds the schema built. Servers do their own migrations.
+    """
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    fd = os.open(Path(uri[len("sqlite:///"):]).parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def check_tracking_reachable(uri: str) -> None:

@@ -248,6 +248,18 @@ def test_interrupted_driver_resumes_only_the_unfinished_trials(tmp_path, data_ca
 # ------------------------------------------------------------------------------------------- shared store
 
 
+def test_drivers_opening_one_new_sqlite_store_at_once_all_succeed(tmp_path):
+    """Without a lock, MLflow's schema migrations started by several processes on one new file collide (alembic
+    errors in all of them); the first use is serialised, so each driver finds or builds the schema cleanly."""
+    uri = f"sqlite:///{tmp_path / 'fresh.db'}"
+    code = "import sys; from ablation.tracking import check_tracking_store; check_tracking_store(sys.argv[1])"
+    procs = [subprocess.Popen([sys.executable, "-c", code, uri], cwd=ROOT, env=_env(tmp_path / "cache"),
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    errors = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    assert all(code == 0 for code, _ in errors), [err[-800:] for _, err in errors]
+    assert MlflowClient(uri).search_experiments()[0].name == "Default"
+
+
 def test_two_studies_share_one_sqlite_store(tmp_path, data_cache):
     # Two drivers, each with its own local Ray and 2 concurrent trials, create and write the same new SQLite file.
     db = tmp_path / "shared.db"
