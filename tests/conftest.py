@@ -1,7 +1,26 @@
 """Every test writes generated datasets and image caches under one temporary folder, never in ~/.cache."""
+from collections import Counter
+
 import pytest
 
 
 @pytest.fixture(autouse=True)
 def _isolated_data_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("EXPAT_DATA_CACHE", str(tmp_path_factory.getbasetemp() / "data_cache"))
+
+
+@pytest.fixture
+def count_reads(monkeypatch):
+    """``calls = count_reads(module)``: from then on, ``calls[path]`` counts the images ``module`` decodes (its
+    ``read_image``, wrapped for the test)."""
+    def install(module) -> Counter:
+        calls = Counter()
+        real = module.read_image
+
+        def counting(path):
+            calls[path] += 1
+            return real(path)
+
+        monkeypatch.setattr(module, "read_image", counting)
+        return calls
+    return install

@@ -4,7 +4,6 @@ import multiprocessing
 import os
 import pickle
 import time
-from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -46,18 +45,6 @@ def _paths(splits):
     return [r.path for r in splits.train]
 
 
-def _count_decodes(monkeypatch) -> Counter:
-    calls = Counter()
-    real = cache_module.read_image
-
-    def counting(path):
-        calls[path] += 1
-        return real(path)
-
-    monkeypatch.setattr(cache_module, "read_image", counting)
-    return calls
-
-
 def _cache_files(folder: Path) -> list[Path]:
     return sorted((folder / "image_cache").glob("*.npy"))
 
@@ -89,8 +76,8 @@ def test_dataset_items_identical_across_cache_modes(splits):
         ReidDataset(splits.train, transform, cache="ram")
 
 
-def test_built_once_then_only_mapped(splits, monkeypatch, cache_env):
-    calls = _count_decodes(monkeypatch)
+def test_built_once_then_only_mapped(splits, count_reads, cache_env):
+    calls = count_reads(cache_module)
     paths = _paths(splits)
     first = build_image_cache(paths, H, W)
     assert sum(calls.values()) == len(paths) and max(calls.values()) == 1
@@ -108,7 +95,7 @@ def test_built_once_then_only_mapped(splits, monkeypatch, cache_env):
     assert len(_cache_files(cache_env)) == 3
 
 
-def test_changed_file_rebuilds(tmp_path, monkeypatch):
+def test_changed_file_rebuilds(tmp_path, count_reads):
     folder = tmp_path / "imgs"
     folder.mkdir()
     rng = np.random.default_rng(0)
@@ -121,7 +108,7 @@ def test_changed_file_rebuilds(tmp_path, monkeypatch):
     new = rng.integers(0, 256, (30, 12, 3), dtype=np.uint8)
     cv2.imwrite(paths[2], new)
     os.utime(paths[2], ns=(time.time_ns(), time.time_ns() + 10**9))  # a new mtime even on coarse clocks
-    calls = _count_decodes(monkeypatch)
+    calls = count_reads(cache_module)
     after = build_image_cache(paths, 16, 8)
     assert after.file != before.file and sum(calls.values()) == len(paths)
     np.testing.assert_array_equal(after[paths[2]], resize(read_image(paths[2]), 16, 8))
@@ -202,15 +189,8 @@ def test_empty_record_list(tmp_path):
     assert len(cache) == 0 and cache.array.shape == (0, H, W, 3)
 
 
-def test_validation_remembered_per_machine(splits, monkeypatch, tmp_path):
-    calls = Counter()
-    real = images_module.read_image
-
-    def counting(path):
-        calls[path] += 1
-        return real(path)
-
-    monkeypatch.setattr(images_module, "read_image", counting)
+def test_validation_remembered_per_machine(splits, count_reads, tmp_path):
+    calls = count_reads(images_module)
     assert validate_splits_cached(splits) is not None and sum(calls.values()) > 0
     calls.clear()
     again = validate_splits_cached(splits)

@@ -218,15 +218,8 @@ def test_loader_same_with_worker_process(sysu_splits):
     assert torch.equal(single["images"], worker["images"]) and torch.equal(single["pids"], worker["pids"])
 
 
-def test_cache_avoids_second_decode(sysu_splits, monkeypatch):
-    calls = Counter()
-    real = loaders_module.read_image
-
-    def counting(path):
-        calls[path] += 1
-        return real(path)
-
-    monkeypatch.setattr(loaders_module, "read_image", counting)
+def test_cache_avoids_second_decode(sysu_splits, count_reads):
+    calls = count_reads(loaders_module)
     loader = build_train_loader(sysu_splits, 32, 16, batch_size=8, num_instances=4, sampler="random", seed=0,
                                 cache="memory")
     for _ in range(2):
