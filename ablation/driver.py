@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -16,11 +15,12 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 
 from ablation.study import SEED_KEY, StudyError, StudySpec, plan_grid, trial_config
-from ablation.tracking import (TrackingError, check_tracking_reachable, check_tracking_store, create_parent_run,
-                               ensure_experiment, fail_unfinished_children, find_child, find_parent_run, git_commit,
-                               retry)
+from ablation.tracking import (check_tracking_reachable, create_parent_run, ensure_experiment,
+                               fail_unfinished_children, find_child, find_parent_run, git_commit, open_tracking_store,
+                               probe_write, retry)
 from ablation.trainable import StudyContext, run_trial
 from ablation.tune_state import BACKUP_EVERY_S, backup_experiment_state, repair_experiment_state
+from core.config import ConfigError
 
 
 class StudyInterrupted(RuntimeError):
@@ -88,12 +88,6 @@ class TrialStatusCallback(tune.Callback):
         self._close(trial, "FAILED", {"failure_reason": reason[:5000]})
 
 
-def _probe_write(folder: Path) -> None:
-    """Really create (and remove) a file: ``os.access`` answers yes to root even on read-only mounts."""
-    with tempfile.NamedTemporaryFile(dir=folder, prefix=".expat-write-check-"):
-        pass
-
-
 def check_storage_path(path: str) -> None:
     p = Path(path)
     try:
@@ -102,47 +96,25 @@ def check_storage_path(path: str) -> None:
         raise StudyError(f"Ray storage path {p} cannot be created ({exc.strerror}); pass --storage-path with a "
                          f"writable folder") from None
     try:
-        _probe_write(p)
+        probe_write(p)
     except OSError as exc:
         raise StudyError(f"Ray storage path {p} is not writable ({exc.strerror}); pass --storage-path with a "
                          f"writable folder") from None
-
-
-def check_sqlite_writable(uri: str) -> None:
-    """A SQLite store must be writable where it lies; found out by writing, before MLflow is asked.
-
-    MLflow itself retries a failing SQLite engine for minutes before it gives up, so an unwritable path would
-    otherwise hang the start of a study instead of failing it.
-    """
-    if not uri.startswith("sqlite:///"):
-        return
-    db = Path(uri[len("sqlite:///"):])
-    if not db.parent.is_dir():
-        raise TrackingError(f"tracking store {uri}: {db.parent} is not an existing folder; create it or pass "
-                            f"--tracking-uri with a writable path, e.g. sqlite:////abs/folder/mlflow.db")
-    try:
-        if db.exists():
-            with open(db, "r+b"):
-                pass
-        else:
-            _probe_write(db.parent)
-    except OSError as exc:
-        raise TrackingError(f"tracking store {uri} is not writable ({exc.strerror}); pass --tracking-uri with a "
-                            f"writable path, e.g. sqlite:////abs/folder/mlflow.db") from None
 
 
 def prepare_data(spec: StudySpec) -> None:
     """Generate or check each distinct dataset once in the driver, so trials never race to write it, and build
     each distinct training sampler, so data that cannot fill a batch is refused before any trial starts."""
     from core.data import build_train_sampler
-    from core.factory import build_dataset
+    from core.factory import build_dataset, check_pretrained
     splits: dict[tuple, object] = {}
     samplers = set()
     configs = [trial_config(spec, p) for p in plan_grid(spec)] if spec.algorithm == "grid" else [spec.base_config()]
     for cfg in configs:
-        if cfg.model.pretrained and not Path(cfg.model.pretrained).expanduser().is_file():
-            raise StudyError(f"study {spec.name}: model.pretrained file '{cfg.model.pretrained}' does not exist; "
-                             f"pass the path of a local torchvision ResNet state dict (every node must see it)")
+        try:
+            check_pretrained(cfg)
+        except ConfigError as exc:
+            raise StudyError(f"study {spec.name}: {exc}") from None
         key = (cfg.data.dataset, cfg.data.root, cfg.data.synthetic_ids, cfg.data.synthetic_seed, cfg.data.regdb_trial,
                cfg.data.sysu_train_ids, cfg.data.on_corrupt)
         if key not in splits:
@@ -261,7 +233,6 @@ def run_study(spec: StudySpec, tracking_uri: str, storage_path: str, address: st
     os.environ["EXPAT_TUNE_VERBOSE"] = str(verbose)
     # Every check that can refuse the study runs before any trial and before any MLflow run exists; the cheap
     # ones (paths, the data) before Ray starts.
-    check_sqlite_writable(tracking_uri)
     check_tracking_reachable(tracking_uri)
     check_storage_path(storage_path)
     prepare_data(spec)
@@ -292,8 +263,7 @@ def run_study(spec: StudySpec, tracking_uri: str, storage_path: str, address: st
 def _open_store(spec: StudySpec, tracking_uri: str, resume: bool) -> MlflowClient:
     """Check that the tracking store works (creating a fresh one's schema) and, for ``--resume``, that it holds
     the study."""
-    check_tracking_store(tracking_uri)
-    client = MlflowClient(tracking_uri)
+    client = open_tracking_store(tracking_uri)
     if resume:
         exp = retry(lambda: client.get_experiment_by_name(spec.name))
         if exp is None or find_parent_run(client, exp.experiment_id, spec.name) is None:

@@ -14,6 +14,7 @@ import fcntl
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -49,11 +50,18 @@ def absolute_tracking_uri(uri: str | None) -> str:
 def check_tracking_store(uri: str) -> None:
     """Fail before any training when the store cannot be written (and create a fresh store's schema)."""
     check_tracking_reachable(uri)
+    open_tracking_store(uri)
+
+
+def open_tracking_store(uri: str) -> MlflowClient:
+    """First use of the store (a fresh SQLite store builds its schema here); any backend error is a TrackingError."""
     try:
         with _first_use_lock(uri):
-            retry(lambda: MlflowClient(uri).search_experiments(max_results=1), attempts=3)
+            client = MlflowClient(uri)
+            retry(lambda: client.search_experiments(max_results=1), attempts=3)
     except Exception as exc:  # noqa: BLE001 - any backend error means the store is unusable
         raise TrackingError(f"tracking store {uri} cannot be used: {str(exc).splitlines()[0]}") from None
+    return client
 
 
 @contextlib.contextmanager
@@ -74,17 +82,32 @@ def _first_use_lock(uri: str):
         os.close(fd)  # releases the lock
 
 
+def probe_write(folder: Path) -> None:
+    """Really create (and remove) a file: ``os.access`` answers yes to root even on read-only mounts."""
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".expat-write-check-"):
+        pass
+
+
 def check_tracking_reachable(uri: str) -> None:
-    """The quick part of the store check: a SQLite file's folder and permissions, a server's health endpoint."""
+    """The quick part of the store check: a SQLite file's folder, written to; a server's health endpoint.
+
+    A SQLite store is found writable by writing, before MLflow is asked: MLflow retries a failing SQLite engine for
+    minutes before it gives up, so an unwritable path would otherwise hang the start of a study.
+    """
     if uri.startswith("sqlite:///"):
         db = Path(uri[len("sqlite:///"):])
-        target = db if db.exists() else db.parent
-        if not target.exists():
-            raise TrackingError(f"tracking store {uri}: folder {db.parent} does not exist; create it or pass "
-                                f"--tracking-uri with a writable path")
-        if not os.access(target, os.W_OK):
-            raise TrackingError(f"tracking store {uri} is not writable; fix its permissions or pass --tracking-uri "
-                                f"with a writable path")
+        if not db.parent.is_dir():
+            raise TrackingError(f"tracking store {uri}: {db.parent} is not an existing folder; create it or pass "
+                                f"--tracking-uri with a writable path, e.g. sqlite:////abs/folder/mlflow.db")
+        try:
+            if db.exists():
+                with open(db, "r+b"):
+                    pass
+            else:
+                probe_write(db.parent)
+        except OSError as exc:
+            raise TrackingError(f"tracking store {uri} is not writable ({exc.strerror}); pass --tracking-uri with "
+                                f"a writable path, e.g. sqlite:////abs/folder/mlflow.db") from None
     if uri.startswith(("http://", "https://")):
         _check_server(uri)
 

@@ -5,11 +5,19 @@ from pathlib import Path
 
 import torch
 
-from core.config import Config, is_cross_modal, resolved_neck
+from core.config import Config, ConfigError, is_cross_modal, resolved_neck
 from core.data import DatasetSplits, build_splits, build_test_loader, build_train_loader, cache_base, \
     validate_splits_cached
 from core.losses import build_criterion
 from core.models import ReIDModel
+
+def check_pretrained(cfg: Config) -> None:
+    """``model.pretrained``, when set, must be a file here (and on every node that trains it)."""
+    if cfg.model.pretrained and not Path(cfg.model.pretrained).expanduser().is_file():
+        raise ConfigError(f"model.pretrained: file '{cfg.model.pretrained}' does not exist; pass the path of a "
+                          f"local torchvision ResNet state dict (every node of a study must see it), or leave "
+                          f"model.pretrained empty")
+
 
 def _dataset_options(cfg: Config) -> dict:
     d = cfg.data

@@ -24,14 +24,13 @@ def short_warnings() -> None:
 def check_machine(cfg: Config) -> None:
     """Settings that are valid in general but impossible on this machine, refused before any work."""
     from core.engine import resolve_device
+    from core.factory import check_pretrained
     resolve_device(cfg.run.device)
     cpus = os.cpu_count() or 1
     if cfg.run.threads > cpus:
         raise ConfigError(f"run.threads={cfg.run.threads} but this machine has {cpus} CPUs; set run.threads to at "
                           f"most {cpus} (0 = torch's default)")
-    if cfg.model.pretrained and not Path(cfg.model.pretrained).expanduser().is_file():
-        raise ConfigError(f"model.pretrained: file '{cfg.model.pretrained}' does not exist; pass the path of a "
-                          f"local torchvision ResNet state dict, or leave model.pretrained empty")
+    check_pretrained(cfg)
 
 
 def main(argv: list[str] | None = None) -> int:
