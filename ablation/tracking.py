@@ -10,7 +10,6 @@ timestamp, so a log call repeated after a lost response is deduplicated by the s
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import subprocess
 import sys
@@ -23,6 +22,8 @@ from typing import Any, Callable, TypeVar
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
+
+from core.locks import exclusive_lock
 
 T = TypeVar("T")
 PARENT_ID_TAG = "mlflow.parentRunId"
@@ -66,7 +67,7 @@ def open_tracking_store(uri: str) -> MlflowClient:
 
 @contextlib.contextmanager
 def _first_use_lock(uri: str):
-    """Serialise the first use of a SQLite store across processes (an flock on its folder).
+    """Serialise the first use of a SQLite store across processes (a lock on its folder).
 
     Two drivers opening the same new SQLite file would both run MLflow's schema migrations and collide on alembic's
     temporary tables; with the lock the second finds the schema built. Servers do their own migrations.
@@ -74,12 +75,8 @@ def _first_use_lock(uri: str):
     if not uri.startswith("sqlite:///"):
         yield
         return
-    fd = os.open(Path(uri[len("sqlite:///"):]).parent, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with exclusive_lock(Path(uri[len("sqlite:///"):]).parent):
         yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def probe_write(folder: Path) -> None:

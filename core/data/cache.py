@@ -27,12 +27,13 @@ import os
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Sequence
 
 import cv2
 import numpy as np
+
+from core.locks import exclusive_lock
 
 from .images import read_image, validate_splits
 from .records import DatasetError, DatasetSplits
@@ -73,26 +74,6 @@ def content_hash(paths: Sequence[str], root: str) -> str:
 def _common_root(paths: Sequence[str]) -> str:
     root = os.path.commonpath(paths)
     return root if os.path.isdir(root) else os.path.dirname(root)
-
-
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """Exclusive advisory lock on ``path`` (POSIX flock; a no-op where fcntl is missing)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: the atomic rename alone keeps the cache valid
-        yield
-        return
-    with open(path, "a+b") as handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        except OSError:  # a file system without locks (some network mounts): the atomic rename still keeps the
-            yield        # cache valid, at worst two processes build it
-            return
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 class ImageCache:
@@ -182,7 +163,7 @@ def build_image_cache(paths: Sequence[str], height: int, width: int,
     file, unique, root = cache_file_for(paths, height, width, cache_dir, variant)
     if not file.exists():
         file.parent.mkdir(parents=True, exist_ok=True)
-        with _file_lock(file.with_suffix(".lock")):
+        with exclusive_lock(file.with_suffix(".lock")):
             if not file.exists():  # nobody built it while we waited for the lock
                 _build(file, unique, root, height, width, prepare, threads, log)
     cache = ImageCache(file, unique, height, width)

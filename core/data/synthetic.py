@@ -11,7 +11,6 @@ occluding box so the task is not trivial. Everything is a pure function of the s
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import inspect
 import json
@@ -22,6 +21,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from core.locks import exclusive_lock
 
 from .records import DatasetError
 
@@ -213,18 +214,14 @@ def ensure_generated(kind: str, root, **params) -> Path:
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     marker = root / f".synthetic_{kind}.json"
-    with open(root / f".synthetic_{kind}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if _marker_hash(marker) == digest:
-                return root / _RESULT[kind]
-            marker.unlink(missing_ok=True)
-            for name in _OWNED[kind]:
-                shutil.rmtree(root / name, ignore_errors=True)
-            generator(root, **resolved)
-            tmp = marker.with_name(f"{marker.name}.tmp{os.getpid()}")
-            tmp.write_text(json.dumps({"kind": kind, "hash": digest, "params": resolved}, sort_keys=True))
-            tmp.replace(marker)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with exclusive_lock(root / f".synthetic_{kind}.lock"):
+        if _marker_hash(marker) == digest:
+            return root / _RESULT[kind]
+        marker.unlink(missing_ok=True)
+        for name in _OWNED[kind]:
+            shutil.rmtree(root / name, ignore_errors=True)
+        generator(root, **resolved)
+        tmp = marker.with_name(f"{marker.name}.tmp{os.getpid()}")
+        tmp.write_text(json.dumps({"kind": kind, "hash": digest, "params": resolved}, sort_keys=True))
+        tmp.replace(marker)
     return root / _RESULT[kind]
