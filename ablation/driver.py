@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -12,15 +13,18 @@ import ray
 from mlflow.tracking import MlflowClient
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.exceptions import AuthenticationError
 from ray.tune.search import ConcurrencyLimiter
 
 from ablation.study import SEED_KEY, StudyError, StudySpec, plan_grid, trial_config
 from ablation.tracking import (check_tracking_reachable, create_parent_run, ensure_experiment,
                                fail_unfinished_children, find_child, find_parent_run, git_commit, open_tracking_store,
-                               probe_write, retry)
+                               probe_write, retry, tracking_credentials)
 from ablation.trainable import StudyContext, run_trial
 from ablation.tune_state import BACKUP_EVERY_S, backup_experiment_state, repair_experiment_state
 from core.config import ConfigError
+
+RAY_AUTH_MODE = "RAY_AUTH_MODE"
 
 
 class StudyInterrupted(RuntimeError):
@@ -131,16 +135,45 @@ def start_ray(address: str | None, num_cpus: int | None) -> bool:
     Without ``--address`` (and without ``RAY_ADDRESS``) a new local Ray is always started (``address="local"``):
     plain ``ray.init()`` would join whatever cluster ``/tmp/ray/ray_current_cluster`` names (left by any
     ``ray start`` on the machine, perhaps dead), and two studies started side by side each get their own Ray.
+
+    Token authentication: a new local Ray turns it on and writes its token (``~/.ray/auth_token``), which the
+    trials use. Ray connects to an explicit address with authentication off unless told otherwise, so the driver
+    asks for token mode there too (``RAY_AUTH_MODE=token`` unless the user set the variable): a cluster started
+    with authentication refuses a driver without the token. ``RAY_AUTH_MODE=disabled`` stays the user's choice.
     """
     if ray.is_initialized():
         return False
+    _hide_token_auth_notice()
     kwargs = dict(include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     address = address or os.environ.get("RAY_ADDRESS") or None
-    if address:
-        ray.init(address=address, **kwargs)
-    else:
+    if not address:
         ray.init(address="local", num_cpus=num_cpus, object_store_memory=256 * 1024 ** 2, **kwargs)
+        return True
+    os.environ.setdefault(RAY_AUTH_MODE, "token")
+    try:
+        ray.init(address=address, **kwargs)
+    except AuthenticationError:
+        raise StudyError(f"Ray cluster {address} uses token authentication and this machine has no token: put the "
+                         f"head's token (`ray get-auth-token` there) in ~/.ray/auth_token or point RAY_AUTH_TOKEN_PATH "
+                         f"at it") from None
+    except ConnectionError:
+        raise StudyError(f"cannot connect to the Ray cluster at {address}: it is not running there, or it refused "
+                         f"this machine's token (use the head's token, from `ray get-auth-token` on the head)") from None
     return True
+
+
+class _TokenAuthNotice(logging.Filter):
+    """Drops Ray's notice that token authentication is on (printed at every local start): on is the normal case
+    here, and a refused study must leave exactly one line on stderr. Every other record passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled for this Ray cluster")
+
+
+def _hide_token_auth_notice() -> None:
+    logger = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    if not any(isinstance(f, _TokenAuthNotice) for f in logger.filters):
+        logger.addFilter(_TokenAuthNotice())
 
 
 def check_resources(spec: StudySpec) -> None:
@@ -292,7 +325,7 @@ def _run(spec: StudySpec, client: MlflowClient, tracking_uri: str, storage_path:
             params={"study.base": spec.base, "study.trials": total, "study.seeds": spec.seeds,
                     **{f"study.axis.{k}": v for k, v in spec.axes.items()}})
     ctx = StudyContext(spec=spec, plan=plan, tracking_uri=tracking_uri, experiment_id=exp_id,
-                       parent_run_id=parent_id, git_commit=git_commit())
+                       parent_run_id=parent_id, git_commit=git_commit(), credentials=tracking_credentials())
     callback = TrialStatusCallback(tracking_uri, exp_id, parent_id, ray_path)
     try:
         if parent is not None and tune.Tuner.can_restore(ray_path):

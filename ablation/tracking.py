@@ -110,11 +110,13 @@ def check_tracking_reachable(uri: str) -> None:
 
 
 def _check_server(uri: str) -> None:
-    """A tracking server that is down or refuses us fails in seconds, not after MLflow's minutes of retries."""
+    """A tracking server that is down, refuses us or refuses our credentials fails in seconds, not after MLflow's
+    minutes of retries."""
     url = uri.rstrip("/") + "/health"
     try:
         with urllib.request.urlopen(url, timeout=10) as resp:
             if resp.status == 200:
+                _check_credentials(uri)
                 return
             problem = f"answered HTTP {resp.status}"
     except urllib.error.HTTPError as exc:
@@ -124,6 +126,40 @@ def _check_server(uri: str) -> None:
         problem = f"is not reachable ({getattr(exc, 'reason', exc)})"
     raise TrackingError(f"tracking server {uri} {problem}; start it (mlflow server ... --host ... --port ...) or "
                         f"fix --tracking-uri")
+
+
+def _check_credentials(uri: str) -> None:
+    """One authenticated read with the credentials MLflow itself would send (``MLFLOW_TRACKING_USERNAME`` /
+    ``MLFLOW_TRACKING_PASSWORD``, ``MLFLOW_TRACKING_TOKEN`` or ``~/.mlflow/credentials``). The error names the
+    server and the variables, never their values."""
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+    creds = get_default_host_creds(uri)
+    try:
+        status = http_request(creds, "/api/2.0/mlflow/experiments/search", "GET", params={"max_results": 1},
+                              max_retries=0, timeout=10, raise_on_status=False).status_code
+    except Exception as exc:  # noqa: BLE001 - requests' errors: the server went away between the two calls
+        raise TrackingError(f"tracking server {uri} is not reachable ({type(exc).__name__}); start it or fix "
+                            f"--tracking-uri") from None
+    if status == 401:
+        given = "refused the user name and password given" if creds.username or creds.token else \
+            "asks for a user name and password"
+        raise TrackingError(f"tracking server {uri} {given} (HTTP 401); set MLFLOW_TRACKING_USERNAME and "
+                            f"MLFLOW_TRACKING_PASSWORD to an account of that server")
+    if status == 403:
+        raise TrackingError(f"tracking server {uri} denied this account access (HTTP 403); ask its admin for "
+                            f"permission or use another account (MLFLOW_TRACKING_USERNAME)")
+
+
+def tracking_credentials() -> dict[str, str]:
+    """The MLflow credentials of this process as environment variables, for trial workers on other machines
+    (which get their node's environment, not the driver's). Passed in memory only: never logged or stored."""
+    from mlflow.environment_variables import MLFLOW_TRACKING_TOKEN
+    from mlflow.utils.credentials import read_mlflow_creds
+    creds = read_mlflow_creds()
+    found = {"MLFLOW_TRACKING_USERNAME": creds.username, "MLFLOW_TRACKING_PASSWORD": creds.password,
+             "MLFLOW_TRACKING_TOKEN": MLFLOW_TRACKING_TOKEN.get()}
+    return {k: v for k, v in found.items() if v}
 
 
 # MLflow error codes that a repeat cannot fix (a bad argument, a missing or duplicate resource).

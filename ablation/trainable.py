@@ -5,12 +5,13 @@ epoch's checkpoint) and to the trial's MLflow child run.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,9 @@ class StudyContext:
     experiment_id: str
     parent_run_id: str
     git_commit: str
+    # MLflow credentials (``MLFLOW_TRACKING_USERNAME`` ...) for trials on nodes whose environment lacks them. Held
+    # in memory only (with_parameters puts the context in Ray's object store): never a param, tag or log line.
+    credentials: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 def trial_params(ctx: StudyContext, config: dict[str, Any]) -> dict[str, Any]:
@@ -47,6 +51,7 @@ def trial_params(ctx: StudyContext, config: dict[str, Any]) -> dict[str, Any]:
 
 def run_trial(config: dict[str, Any], ctx: StudyContext) -> None:
     spec = ctx.spec
+    os.environ.update(ctx.credentials)  # read by every MlflowClient of this worker
     params = trial_params(ctx, config)
     cfg = trial_config(spec, params)
     resources = spec.resources

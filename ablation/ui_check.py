@@ -26,6 +26,7 @@ import html
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -60,16 +61,23 @@ class MlflowServer:
     """An ``mlflow server`` subprocess on 127.0.0.1 (SQLite backend, local artifact folder, one worker).
 
     Started in its own process group and stopped by that group id, so nothing it spawned is left behind. The same
-    port and stores can be started again after ``stop()`` (a server restart).
+    port and stores can be started again after ``stop()`` (a server restart). ``app_name="basic-auth"`` with
+    ``env={"MLFLOW_AUTH_CONFIG_PATH": ...}`` starts MLflow's user-and-password server; its Flask secret key is made
+    once per instance, so a restarted server keeps it.
     """
 
     def __init__(self, backend_uri: str, artifacts_dir: str | Path, port: int | None = None,
-                 log_path: str | Path | None = None, browser_host: str | None = None):
+                 log_path: str | Path | None = None, browser_host: str | None = None, app_name: str | None = None,
+                 env: dict[str, str] | None = None):
         self.backend_uri = backend_uri
         self.artifacts_dir = Path(artifacts_dir)
         self.port = port or free_port()
         self.log_path = Path(log_path) if log_path else self.artifacts_dir.parent / f"mlflow-server-{self.port}.log"
         self.browser_host = browser_host
+        self.app_name = app_name
+        self.env = dict(env or {})
+        if app_name:
+            self.env.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", secrets.token_hex(32))
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -80,6 +88,8 @@ class MlflowServer:
         cmd = [mlflow_executable(), "server", "--backend-store-uri", self.backend_uri,
                "--artifacts-destination", str(self.artifacts_dir), "--host", "127.0.0.1", "--port", str(self.port),
                "--workers", "1"]
+        if self.app_name:
+            cmd += ["--app-name", self.app_name]
         if self.browser_host:
             hosts = [f"{h}:{self.port}" for h in (self.browser_host, "127.0.0.1", "localhost")]
             cmd += ["--allowed-hosts", ",".join(hosts),
@@ -88,7 +98,7 @@ class MlflowServer:
 
     def start(self, timeout: float = 120) -> "MlflowServer":
         self.artifacts_dir.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+        env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", **self.env)
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it
         self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=env,
                                      cwd=self.artifacts_dir.parent, start_new_session=True)

@@ -35,18 +35,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import ablation  # noqa: F401 - the same Ray/MLflow defaults as a study, set before Ray is imported
 from benchmarks.common import Figure
 
 NAME = "study"
 ROOT = Path(__file__).resolve().parent.parent
 LOSSES = ["triplet", "bnneck", "expat", "expat_center"]
-
-# Quiet, local defaults, as ablation.run sets them (before Ray is imported).
-for _k, _v in {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", "RAY_AIR_NEW_OUTPUT": "0",
-               "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
-               "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
-               "MLFLOW_DISABLE_TELEMETRY": "true"}.items():
-    os.environ.setdefault(_k, _v)
 
 
 def shrink() -> bool:
