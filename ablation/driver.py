@@ -1,9 +1,12 @@
 """The study driver: checks, Ray start-up, the Tuner (new or restored), MLflow parent run, and the final report."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
+import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -150,16 +153,40 @@ def start_ray(address: str | None, num_cpus: int | None) -> bool:
         ray.init(address="local", num_cpus=num_cpus, object_store_memory=256 * 1024 ** 2, **kwargs)
         return True
     os.environ.setdefault(RAY_AUTH_MODE, "token")
+    # Ray's C++ client writes each refused or failed connection attempt to stderr (some 20 lines over ~20 s):
+    # those lines go to a file, named in the one-line error, and are passed on to stderr when the connection works.
+    with tempfile.NamedTemporaryFile(prefix="expat-ray-connect-", suffix=".log", delete=False) as log:
+        messages = Path(log.name)
     try:
-        ray.init(address=address, **kwargs)
+        with _fd_stderr_to(messages):
+            ray.init(address=address, **kwargs)
     except AuthenticationError:
+        messages.unlink()
         raise StudyError(f"Ray cluster {address} uses token authentication and this machine has no token: put the "
                          f"head's token (`ray get-auth-token` there) in ~/.ray/auth_token or point RAY_AUTH_TOKEN_PATH "
                          f"at it") from None
     except ConnectionError:
         raise StudyError(f"cannot connect to the Ray cluster at {address}: it is not running there, or it refused "
-                         f"this machine's token (use the head's token, from `ray get-auth-token` on the head)") from None
+                         f"this machine's token (use the head's token, from `ray get-auth-token` on the head); "
+                         f"Ray's messages: {messages}") from None
+    sys.stderr.write(messages.read_text(errors="replace"))
+    messages.unlink()
     return True
+
+
+@contextlib.contextmanager
+def _fd_stderr_to(path: Path):
+    """Point file descriptor 2 (which Ray's C++ code writes to directly) at ``path`` for the block."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(path, "ab") as target:
+            os.dup2(target.fileno(), 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 class _TokenAuthNotice(logging.Filter):

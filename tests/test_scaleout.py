@@ -1,9 +1,12 @@
-"""Scale-out on real components that the tests start on 127.0.0.1 (no mocks):
+"""Scale-out on real components that the tests start on 127.0.0.1 (no mocks), secured as README "Many machines"
+secures them:
 
-- a Ray cluster of a head and a worker node (`ray start --head` / `ray start --address`, 1 CPU each), an
-  `mlflow server` (SQLite backend, local artifact folder) reached over HTTP, and a shared storage folder: a tiny
-  study run with `--address` places its two trials on both nodes, logs them to the server and keeps its Ray
-  results in the shared folder (the commands of README "Many machines");
+- a Ray cluster of a head and a worker node (`ray start --head` / `ray start --address`, 1 CPU each) with token
+  authentication (the head's token from `ray get-auth-token --generate`, copied to the worker and the driver), an
+  `mlflow server --app-name basic-auth` (SQLite backend, local artifact folder) reached over HTTP as a study account,
+  and a shared storage folder: a tiny study run with `--address` places its two trials on both nodes, logs them to
+  the server and keeps its Ray results in the shared folder; a driver without the token or with a wrong one is
+  refused in one line;
 - the tracking server stopped and started again mid-study: no trial fails, every metric of every epoch arrives.
 """
 import json
@@ -21,7 +24,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from ablation.ui_check import MlflowServer, free_port
+from ablation.ui_check import free_port
+from secure_services import install_token, make_ray_token, start_auth_server
 from test_ablation_e2e import TINY as E2E_TINY
 
 pytestmark = pytest.mark.slow
@@ -33,11 +37,30 @@ TINY = {**E2E_TINY, "overrides": {**E2E_TINY["overrides"], "solver.epochs": 2}}
 HISTORY_KEYS = ("rank1", "mAP", "mINP", "loss")
 
 
-def base_env(shared: Path) -> dict[str, str]:
+def base_env(shared: Path, token_file: Path | None = None) -> dict[str, str]:
     """What every node and the driver get: the project on the path (as if installed on each machine), the shared
-    data cache, no Ray token auth on this private loopback cluster, no telemetry."""
-    return {**os.environ, "PYTHONPATH": str(ROOT), "EXPAT_DATA_CACHE": str(shared / "cache"),
-            "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    data cache, no telemetry, and on a cluster Ray's token authentication with this machine's copy of the cluster
+    token (a local study's Ray turns it on by itself)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "MLFLOW_TRACKING_USERNAME",
+                        "MLFLOW_TRACKING_PASSWORD")}
+    env.update({"PYTHONPATH": str(ROOT), "EXPAT_DATA_CACHE": str(shared / "cache"), "RAY_USAGE_STATS_ENABLED": "0",
+                "MLFLOW_DISABLE_TELEMETRY": "true"})
+    if token_file is not None:
+        env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_file)})
+    return env
+
+
+@pytest.fixture
+def auth_server(tmp_path, monkeypatch):
+    """MLflow's basic-auth server; this test process reads it as the study account."""
+    auth = start_auth_server(tmp_path / "mlflow-server", tmp_path / "mlflow-server.log")
+    for key, value in auth.credentials().items():
+        monkeypatch.setenv(key, value)
+    try:
+        yield auth
+    finally:
+        auth.server.stop()
 
 
 def processes_mentioning(text: str) -> list[int]:
@@ -111,16 +134,22 @@ def ray_cluster(tmp_path):
     """A head and a worker node on 127.0.0.1; torn down (and checked for leftovers) after the test."""
     shared = tmp_path / "shared"
     shared.mkdir()
-    env = base_env(shared)
     base = Path(tempfile.mkdtemp(prefix="rc", dir="/tmp"))  # short: Ray's Unix socket paths must stay < 108 chars
+    # The token is made on the head and copied to each other machine (here: a token file per "machine").
+    token = make_ray_token(tmp_path / "head-home")
+    head_env = base_env(shared, tmp_path / "head-home" / ".ray" / "auth_token")
+    worker_env = base_env(shared, install_token(token, tmp_path / "worker-home" / ".ray" / "auth_token"))
+    env = base_env(shared, install_token(token, tmp_path / "driver-home" / ".ray" / "auth_token"))
     port = free_port()
     address = f"127.0.0.1:{port}"
     head = RayNode(["--head", f"--port={port}", "--include-dashboard=false", "--disable-usage-stats",
                     *node_args(base / "head")],
-                   tmp_path / "ray-head.log", env)
-    worker = RayNode([f"--address={address}", *node_args(base / "worker")], tmp_path / "ray-worker.log", env)
+                   tmp_path / "ray-head.log", head_env)
+    worker = RayNode([f"--address={address}", *node_args(base / "worker")], tmp_path / "ray-worker.log",
+                     worker_env)
     nodes: list[RayNode] = []
-    cluster = {"address": address, "env": env, "shared": shared, "base": base, "node_ids": [], "leftovers": None}
+    cluster = {"address": address, "env": env, "shared": shared, "base": base, "node_ids": [], "leftovers": None,
+               "token": token}
 
     def teardown():
         for node in reversed(nodes):
@@ -168,22 +197,32 @@ def study_runs(client: MlflowClient, name: str):
             [r for r in runs if r.data.tags.get("kind") == "trial"])
 
 
-def test_study_on_two_node_ray_cluster_with_mlflow_server(ray_cluster, tmp_path):
-    shared, env = ray_cluster["shared"], ray_cluster["env"]
-    server_dir = tmp_path / "mlflow-server"
-    server = MlflowServer(f"sqlite:///{server_dir / 'mlflow.db'}", server_dir / "artifacts",
-                          log_path=tmp_path / "mlflow-server.log")
-    server_dir.mkdir()
-    server.start()
+def study_on_cluster(study: Path, address: str, tracking_uri: str, storage: Path, env: dict[str, str],
+                     timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ablation.run", "--study", str(study), "--address", address,
+                           "--tracking-uri", tracking_uri, "--storage-path", str(storage)],
+                          cwd=study.parent, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_study_on_two_node_ray_cluster_with_mlflow_server(ray_cluster, auth_server, tmp_path):
+    shared, env = ray_cluster["shared"], {**ray_cluster["env"], **auth_server.credentials()}
+    server, server_dir = auth_server.server, tmp_path / "mlflow-server"
     try:
         driver_dir = tmp_path / "driver"
         driver_dir.mkdir()
         study = write_study(driver_dir / "cluster_tiny.yaml", TINY)
+        # A driver without the cluster's token, or with another token, is refused in one line and runs nothing.
+        stranger = tmp_path / "stranger-home" / ".ray" / "auth_token"
+        for name, token_env in [("no token", {"RAY_AUTH_TOKEN_PATH": str(stranger.parent / "missing")}),
+                                ("wrong token", {"RAY_AUTH_TOKEN_PATH": str(install_token("0" * 64, stranger))})]:
+            refused = study_on_cluster(study, ray_cluster["address"], server.url, shared / "refused",
+                                       {**env, **token_env})
+            lines = refused.stderr.strip().splitlines()
+            assert refused.returncode == 2 and len(lines) == 1, (name, refused.stderr[-3000:])
+            assert ray_cluster["address"] in lines[0] and "token" in lines[0], (name, lines[0])
+        assert MlflowClient(server.url).get_experiment_by_name("cluster_tiny") is None
         t0 = time.monotonic()
-        proc = subprocess.run([sys.executable, "-m", "ablation.run", "--study", str(study),
-                               "--address", ray_cluster["address"], "--tracking-uri", server.url,
-                               "--storage-path", str(shared / "ray_results")],
-                              cwd=driver_dir, env=env, capture_output=True, text=True, timeout=600)
+        proc = study_on_cluster(study, ray_cluster["address"], server.url, shared / "ray_results", env)
         elapsed = time.monotonic() - t0
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         assert "2/2 trials finished, 0 failed" in proc.stdout
@@ -222,20 +261,17 @@ def test_study_on_two_node_ray_cluster_with_mlflow_server(ray_cluster, tmp_path)
     assert ray_cluster["leftovers"] == [], "Ray processes left after the cluster was stopped"
 
 
-def test_tracking_server_restart_mid_study_loses_nothing(tmp_path):
+def test_tracking_server_restart_mid_study_loses_nothing(tmp_path, auth_server):
     """The server goes down while both trials train and comes back ~15 s later: the study finishes, no trial fails
     or is retried, and every epoch's metrics are in MLflow exactly once.
 
     MLflow's own HTTP retries (7, backing off up to ~4 min) would ride out such an outage alone; they are cut to 2
     here (~4 s) so that ablation's retry loop must carry the rest, and its messages are read in the trial logs."""
     epochs, down_s = 3, 15
-    server_dir = tmp_path / "mlflow-server"
-    server_dir.mkdir()
-    server = MlflowServer(f"sqlite:///{server_dir / 'mlflow.db'}", server_dir / "artifacts",
-                          log_path=tmp_path / "mlflow-server.log")
-    server.start()
+    server = auth_server.server
     ray_tmp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # this study's Ray logs (short: socket paths)
-    env = {**base_env(tmp_path), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "RAY_TMPDIR": str(ray_tmp)}
+    env = {**base_env(tmp_path), **auth_server.credentials(), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+           "RAY_TMPDIR": str(ray_tmp), "HOME": str(tmp_path / "home")}  # HOME: where the local Ray writes its token
     body = {**TINY, "overrides": {**TINY["overrides"], "solver.epochs": epochs}}
     study = write_study(tmp_path / "restart_tiny.yaml", body)
     out, err = open(tmp_path / "driver.out", "w"), open(tmp_path / "driver.err", "w")
@@ -255,7 +291,7 @@ def test_tracking_server_restart_mid_study_loses_nothing(tmp_path):
         t_down = time.time()
         server.stop()
         time.sleep(down_s)
-        server.start()  # same port, same SQLite store and artifact folder
+        server.start()  # same port, same SQLite stores (runs, users) and artifact folder
         t_up = time.time()
         rc = proc.wait(timeout=600)
         stdout = (tmp_path / "driver.out").read_text()
