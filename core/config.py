@@ -43,11 +43,18 @@ class DataConfig:
     synthetic_seed: int = 0
 
 
+# model.pretrained values that are not paths.
+PRETRAINED_NONE = "none"  # random initialisation, said explicitly
+PRETRAINED_REQUIRED = "required"  # paper presets: a weights path (or "none") must be given
+
+
 @dataclass
 class ModelConfig:
     arch: Literal["resnet18", "resnet50"] = "resnet18"
     last_stride: Literal[1, 2] = 1
-    pretrained: str = ""  # path to a local torchvision ImageNet state dict; empty = random init
+    stem_relu: bool = True  # ReLU after the stem's BN; the authors' RGB code (market/duke presets) skips it
+    pretrained: str = ""  # a local torchvision ImageNet state dict; "" or "none" = random init; "required" (paper
+    #                       presets) = refused until a path or "none" is given
     neck: Literal["auto", "no", "bnneck", "csbn"] = "auto"  # auto = the neck of loss.type's recipe
     modality_specific_bn: bool = True  # CS-BN: one BN per modality (authors' RGB-IR code) or one shared BN
     bn_bias_learnable: bool = False

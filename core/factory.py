@@ -5,18 +5,29 @@ from pathlib import Path
 
 import torch
 
-from core.config import Config, ConfigError, is_cross_modal, resolved_neck
+from core.config import PRETRAINED_NONE, PRETRAINED_REQUIRED, Config, ConfigError, is_cross_modal, resolved_neck
 from core.data import DatasetSplits, build_splits, build_test_loader, build_train_loader, cache_base, \
     validate_splits_cached
 from core.losses import build_criterion
 from core.models import ReIDModel
 
 def check_pretrained(cfg: Config) -> None:
-    """``model.pretrained``, when set, must be a file here (and on every node that trains it)."""
-    if cfg.model.pretrained and not Path(cfg.model.pretrained).expanduser().is_file():
+    """``model.pretrained``, when set, must be a file here (and on every node that trains it). The paper presets say
+    ``required``: their numbers come from ImageNet weights, so training from random weights must be asked for
+    (``none``) rather than happen because the path was forgotten."""
+    if cfg.model.pretrained == PRETRAINED_REQUIRED:
+        raise ConfigError(f"model.pretrained: this preset trains from ImageNet weights; pass "
+                          f"model.pretrained=/path/to/{cfg.model.arch}.pth (a local torchvision state dict), or "
+                          f"model.pretrained=none to train from random weights")
+    if pretrained_path(cfg) and not Path(cfg.model.pretrained).expanduser().is_file():
         raise ConfigError(f"model.pretrained: file '{cfg.model.pretrained}' does not exist; pass the path of a "
                           f"local torchvision ResNet state dict (every node of a study must see it), or leave "
                           f"model.pretrained empty")
+
+
+def pretrained_path(cfg: Config) -> str | None:
+    """The weights file to load, or None for random initialisation (``model.pretrained`` empty or ``none``)."""
+    return None if cfg.model.pretrained in ("", PRETRAINED_NONE) else cfg.model.pretrained
 
 
 def _dataset_options(cfg: Config) -> dict:
@@ -67,7 +78,7 @@ def build_loaders(cfg: Config, splits: DatasetSplits):
 def build_model(cfg: Config, num_classes: int) -> ReIDModel:
     m = cfg.model
     return ReIDModel(arch=m.arch, num_classes=num_classes, neck=resolved_neck(cfg), last_stride=m.last_stride,
-                     pretrained_path=m.pretrained or None, num_modalities=2 if is_cross_modal(cfg) else 1,
+                     stem_relu=m.stem_relu, pretrained_path=pretrained_path(cfg), num_modalities=2 if is_cross_modal(cfg) else 1,
                      modality_specific=m.modality_specific_bn, bn_bias_learnable=m.bn_bias_learnable,
                      test_feature=m.test_feature)
 

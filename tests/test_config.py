@@ -76,3 +76,24 @@ def test_auto_neck_agrees_with_the_loss_recipes():
     from core.config import RECIPE_NECK
     from core.losses import RECIPES
     assert RECIPE_NECK == {name: recipe.neck for name, recipe in RECIPES.items()}
+
+
+@pytest.mark.parametrize("preset", ["market_paper", "duke_paper", "sysu_paper", "regdb_paper"])
+def test_paper_presets_refuse_to_train_from_random_weights_unless_asked(preset, tmp_path):
+    from core.factory import check_pretrained, pretrained_path
+    with pytest.raises(ConfigError, match=r"model.pretrained: .*model.pretrained=none"):
+        check_pretrained(load_config(preset, {"data.root": "/d"}))
+    chosen = load_config(preset, {"data.root": "/d", "model.pretrained": "none"})
+    check_pretrained(chosen)
+    assert pretrained_path(chosen) is None
+    weights = tmp_path / "resnet50.pth"
+    weights.write_bytes(b"")
+    given = load_config(preset, {"data.root": "/d", "model.pretrained": str(weights)})
+    check_pretrained(given)
+    assert pretrained_path(given) == str(weights)
+
+
+def test_regdb_paper_ends_on_iterations_alone():
+    """One stopping rule: 30k iterations, with the epoch bound past them (2060 anchors / 8 = 257 batches an epoch)."""
+    s = load_config("regdb_paper", {"data.root": "/d"}).solver
+    assert s.max_iters == 30000 and s.step_unit == "iter" and s.epochs * (2060 // 8) > s.max_iters

@@ -228,3 +228,30 @@ def test_frozen_bias_gets_no_gradient_and_classifier_is_shared():
     assert all(bn.bias.grad is None for bn in head.neck.bns)
     assert all(bn.weight.grad is not None for bn in head.neck.bns)
     assert sum(1 for m in head.modules() if isinstance(m, torch.nn.Linear)) == 1
+
+
+def test_stem_relu_off_differs_from_torchvision_exactly_at_the_stem_relu():
+    """stem_relu=True is torchvision's forward; stem_relu=False is the same network with only the ReLU after bn1
+    left out (the authors' RGB code), computed here from torchvision's own submodules."""
+    source = torchvision.models.resnet18(weights=None).eval()
+    state = {k: v for k, v in source.state_dict().items() if not k.startswith("fc.")}
+    with_relu, without_relu = (ResNetBackbone("resnet18", last_stride=2, stem_relu=flag).eval() for flag in (True, False))
+    with_relu.load_state_dict(state, strict=True)
+    without_relu.load_state_dict(state, strict=True)  # the same weights: the flag changes no parameter
+    x = images(2, 64, 64)
+    with torch.no_grad():
+        stem = source.maxpool(source.bn1(source.conv1(x)))
+        expected = source.layer4(source.layer3(source.layer2(source.layer1(stem))))
+        torch.testing.assert_close(with_relu(x), torch.nn.Sequential(*list(source.children())[:-2])(x))
+        torch.testing.assert_close(without_relu(x), expected)
+        assert not torch.allclose(without_relu(x), with_relu(x))
+
+
+def test_paper_presets_skip_the_stem_relu_only_for_the_rgb_code():
+    from core.config import load_config
+    rgb = {name: load_config(name, {"data.root": "/d"}).model.stem_relu for name in ("market_paper", "duke_paper")}
+    rgbir = {name: load_config(name, {"data.root": "/d"}).model.stem_relu for name in ("sysu_paper", "regdb_paper")}
+    assert rgb == {"market_paper": False, "duke_paper": False}
+    assert rgbir == {"sysu_paper": True, "regdb_paper": True}
+    model = ReIDModel("resnet18", C, "bnneck", stem_relu=False)
+    assert isinstance(model.backbone.relu, torch.nn.Identity)

@@ -70,9 +70,11 @@ class ResNetBackbone(nn.Module):
 
     Submodules carry torchvision's names, so an ImageNet state dict (minus ``fc.*``) loads unchanged.
     ``last_stride=1`` (the re-ID default) removes the stride of layer4, doubling the map size (24x8 for 384x128).
+    ``stem_relu=False`` skips the ReLU after the stem's BN (conv1 -> bn1 -> maxpool), as the expAT authors' RGB code
+    (a reid-strong-baseline fork) does; the weights are the same either way.
     """
 
-    def __init__(self, arch: str = "resnet50", last_stride: int = 1):
+    def __init__(self, arch: str = "resnet50", last_stride: int = 1, stem_relu: bool = True):
         super().__init__()
         if arch not in ARCHS:
             raise ValueError(f"unknown arch {arch!r}; valid: {', '.join(ARCHS)}")
@@ -82,7 +84,8 @@ class ResNetBackbone(nn.Module):
         self.arch = arch
         self.feat_dim = 512 * block.expansion
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
-        self.bn1, self.relu = nn.BatchNorm2d(64), nn.ReLU(inplace=True)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True) if stem_relu else nn.Identity()
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         cin = 64
         stages = []

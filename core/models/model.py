@@ -40,6 +40,7 @@ class ReIDModel(nn.Module):
         num_classes: int = 751,
         neck: str = "bnneck",
         last_stride: int = 1,
+        stem_relu: bool = True,
         pretrained_path: Optional[str] = None,
         num_modalities: int = 1,
         test_feature: str = "after",
@@ -51,7 +52,7 @@ class ReIDModel(nn.Module):
             raise ValueError(f"unknown test_feature {test_feature!r}; valid: {', '.join(TEST_FEATURES)}")
         if num_modalities not in (1, 2):
             raise ValueError(f"num_modalities must be 1 or 2, got {num_modalities}")
-        self.backbone = ResNetBackbone(arch, last_stride)
+        self.backbone = ResNetBackbone(arch, last_stride, stem_relu)
         if pretrained_path:
             load_pretrained(self.backbone, pretrained_path)
         self.feat_dim = self.backbone.feat_dim
