@@ -104,6 +104,7 @@ class EvalConfig:
     feat_norm: bool = True  # L2-normalise test features before the distance (RGB pipeline: yes)
     sysu_mode: Literal["all", "indoor"] = "all"
     sysu_shot: Literal["single", "multi"] = "single"
+    sysu_cmc: Literal["standard", "official"] = "standard"  # CMC per image (authors) or per identity (official)
     trials: int = 10  # SYSU gallery draws
     trial_seed: int = 0
     regdb_direction: Literal["visible2thermal", "thermal2visible"] = "visible2thermal"

@@ -39,7 +39,7 @@ def evaluate(model: torch.nn.Module, cfg: Config, splits: DatasetSplits, query_l
     e = cfg.eval
     if cfg.data.dataset in SYSU_LIKE:
         res = evaluate_sysu(qf, gf, q_pids, g_pids, q_cams, g_cams, mode=e.sysu_mode, shot=e.sysu_shot,
-                            num_trials=e.trials, seed=e.trial_seed, metric=e.metric)
+                            num_trials=e.trials, seed=e.trial_seed, metric=e.metric, cmc=e.sysu_cmc)
         return _percent(res)
     if cfg.data.dataset == "regdb":
         return _regdb_both_directions(torch.cat([qf, gf]), np.concatenate([q_pids, g_pids]),

@@ -175,6 +175,54 @@ def query_metrics(distmat, q_pids, g_pids, exclude: Exclude | None = None, chunk
     return tuple(np.concatenate(p) for p in zip(*parts))
 
 
+def _float64_keys(d: np.ndarray) -> np.ndarray:
+    """int64 keys with the order of the float64 distances (``-0.0`` ties ``+0.0``)."""
+    b = (d.astype(np.float64) + 0.0).view(np.int64)
+    return b ^ ((b >> 63) & np.int64(0x7FFFFFFFFFFFFFFF))
+
+
+def first_identity_ranks(distmat, q_pids, g_pids, exclude: Exclude | None = None,
+                         chunk_elems: int = _CHUNK_ELEMS) -> np.ndarray:
+    """Per query, the 1-based rank of the first true match in the ranked gallery reduced to the first (closest)
+    kept image of each identity; 0 for a query without a true match.
+
+    This is the identity-deduplicated CMC of SYSU-MM01's official evaluation: the rank counts the *identities*,
+    not the images, ranked before the true one. Same total order as :func:`query_metrics` (ascending distance,
+    ties by lower gallery index). Without sorting: per query and identity the minimum ``(distance, column)`` of its
+    kept images (``np.minimum.reduceat`` over the gallery grouped by pid), then a count of the identities whose
+    minimum lies below the true identity's.
+    """
+    dist = as_numpy(distmat)
+    q_pids, g_pids = as_numpy(q_pids).ravel(), as_numpy(g_pids).ravel()
+    if dist.ndim != 2 or dist.shape != (q_pids.size, g_pids.size):
+        raise ValueError(f"distmat shape {dist.shape} does not match {q_pids.size} queries x {g_pids.size} gallery")
+    if np.isnan(dist).any():
+        raise ValueError("distance matrix contains NaN")
+    first = np.zeros(q_pids.size, dtype=np.int64)
+    if g_pids.size == 0:
+        return first
+    order = np.argsort(g_pids, kind="stable")  # columns grouped by identity, ascending column inside a group
+    ids, starts, sizes = np.unique(g_pids[order], return_index=True, return_counts=True)
+    true_id = np.searchsorted(ids, q_pids).clip(max=ids.size - 1)
+    has_id = ids[true_id] == q_pids
+    step = max(1, chunk_elems // max(1, dist.shape[1]))
+    for s in range(0, dist.shape[0], step):
+        rows = np.arange(s, min(s + step, dist.shape[0]))
+        keys = _float64_keys(dist[rows][:, order])
+        if exclude is not None and (ex := exclude(rows)) is not None:
+            keys[np.broadcast_to(ex, (rows.size, g_pids.size))[:, order]] = _KEY_MAX
+        best = np.minimum.reduceat(keys, starts, axis=1)  # [rows, identities]
+        # The lowest column among an identity's images at its minimum distance (the tie rule).
+        at_best = keys == np.repeat(best, sizes, axis=1)
+        best_col = np.minimum.reduceat(np.where(at_best, order[None, :], _KEY_MAX), starts, axis=1)
+        r = np.arange(rows.size)
+        t_key, t_col = best[r, true_id[rows]], best_col[r, true_id[rows]]
+        before = (best < t_key[:, None]) | ((best == t_key[:, None]) & (best_col < t_col[:, None]))
+        valid = has_id[rows] & (t_key < _KEY_MAX)
+        first[rows[valid]] = 1 + _row_counts(np.ascontiguousarray(before[valid])).astype(np.int64)
+    return first
+
+
 def summarize(first_rank: np.ndarray, ap: np.ndarray, inp: np.ndarray, max_rank: int = 50):
     """Average per-query results over the valid queries -> ``(cmc[max_rank], mAP, mINP)`` as fractions.
 
