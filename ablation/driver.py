@@ -5,6 +5,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import socket
 import sys
 import tempfile
 import time
@@ -22,10 +23,11 @@ from ray.tune.search import ConcurrencyLimiter
 from ablation.study import SEED_KEY, StudyError, StudySpec, plan_grid, trial_config
 from ablation.tracking import (check_tracking_reachable, create_parent_run, ensure_experiment,
                                fail_unfinished_children, find_child, find_parent_run, git_commit, open_tracking_store,
-                               probe_write, retry, tracking_credentials)
+                               retry, tracking_credentials)
 from ablation.trainable import StudyContext, run_trial
 from ablation.tune_state import BACKUP_EVERY_S, backup_experiment_state, repair_experiment_state
 from core.config import ConfigError
+from core.files import probe_write
 
 RAY_AUTH_MODE = "RAY_AUTH_MODE"
 
@@ -152,6 +154,7 @@ def start_ray(address: str | None, num_cpus: int | None) -> bool:
     if not address:
         ray.init(address="local", num_cpus=num_cpus, object_store_memory=256 * 1024 ** 2, **kwargs)
         return True
+    check_reachable(address)
     os.environ.setdefault(RAY_AUTH_MODE, "token")
     # Ray's C++ client writes each refused or failed connection attempt to stderr (some 20 lines over ~20 s):
     # those lines go to a file, named in the one-line error, and are passed on to stderr when the connection works.
@@ -172,6 +175,19 @@ def start_ray(address: str | None, num_cpus: int | None) -> bool:
     sys.stderr.write(messages.read_text(errors="replace"))
     messages.unlink()
     return True
+
+
+def check_reachable(address: str, timeout: float = 10.0) -> None:
+    """A plain TCP connection to ``host:port`` first: Ray's own client retries an address where nothing listens
+    for minutes, printing a warning every few seconds. (``ray://`` and ``auto`` addresses are left to Ray.)"""
+    host, sep, port = address.rpartition(":")
+    if "://" in address or not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise StudyError(f"cannot connect to the Ray cluster at {address} ({exc.strerror or exc}); start its head "
+                         f"there (ray start --head --port {port}) or fix --address") from None
 
 
 @contextlib.contextmanager

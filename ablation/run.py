@@ -17,6 +17,16 @@ from core.train import one_line, short_warnings
 
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of CPUs >= 1, got {text!r}")
+    return value
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m ablation.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -28,7 +38,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="override a config key for every trial, e.g. --set solver.epochs=2")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite ./mlflow.db)")
     p.add_argument("--storage-path", default="ray_results", help="Ray results folder (made absolute)")
-    p.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (default: all)")
+    p.add_argument("--num-cpus", type=_positive_int, default=None, help="CPUs for a local Ray (default: all)")
     p.add_argument("--no-report", action="store_true", help="skip building the report at the end")
     p.add_argument("--verbose", type=int, default=0, help="Ray Tune verbosity 0..3")
     return p.parse_args(argv)
@@ -78,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     print(outcome.summary())
+    if outcome.total and outcome.failed == outcome.total:
+        print(f"error: every trial of study {spec.name} failed; the failure reasons are in the report and in "
+              f"each run's failure_reason tag", file=sys.stderr)
+        return 1
     return 0
 
 

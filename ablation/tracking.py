@@ -13,7 +13,6 @@ import contextlib
 import os
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -23,6 +22,7 @@ from typing import Any, Callable, TypeVar
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from core.files import probe_write
 from core.locks import exclusive_lock
 
 T = TypeVar("T")
@@ -77,12 +77,6 @@ def _first_use_lock(uri: str):
         return
     with exclusive_lock(Path(uri[len("sqlite:///"):]).parent):
         yield
-
-
-def probe_write(folder: Path) -> None:
-    """Really create (and remove) a file: ``os.access`` answers yes to root even on read-only mounts."""
-    with tempfile.NamedTemporaryFile(dir=folder, prefix=".expat-write-check-"):
-        pass
 
 
 def check_tracking_reachable(uri: str) -> None:

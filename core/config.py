@@ -166,6 +166,10 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "eval.batch_size": (lambda v: v >= 1, ">= 1"),
     "run.threads": (lambda v: v >= 0, ">= 0"),
     "run.checkpoint_every": (lambda v: v >= 1, ">= 1"),
+    # Seeds feed numpy's generators, which take 0 .. 2**32 - 1.
+    "solver.seed": (lambda v: 0 <= v < 2 ** 32, "in 0..4294967295"),
+    "eval.trial_seed": (lambda v: 0 <= v < 2 ** 31, "in 0..2147483647 (trial t draws with trial_seed + t)"),
+    "data.synthetic_seed": (lambda v: 0 <= v < 2 ** 32, "in 0..4294967295"),
 }
 
 
@@ -286,6 +290,9 @@ def _flatten(mapping: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+flatten_mapping = _flatten  # {"loss": {"type": ...}} -> {"loss.type": ...}, e.g. a checkpoint's stored config
+
+
 def apply_mapping(cfg: Config, mapping: dict) -> None:
     """Apply a nested or dotted mapping (a YAML preset body or study overrides)."""
     for key, value in _flatten(mapping).items():
@@ -293,13 +300,17 @@ def apply_mapping(cfg: Config, mapping: dict) -> None:
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``["loss.margin=0.3", ...]`` -> ``{"loss.margin": 0.3}`` (values parsed as YAML scalars)."""
+    """``["loss.margin=0.3", ...]`` -> ``{"loss.margin": 0.3}`` (values parsed as YAML scalars; a value that is not
+    valid YAML, such as a path starting with ``%``, stays the text given, and the key's type check judges it)."""
     out = {}
     for item in items:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key=value, e.g. loss.margin=0.3")
         key, raw = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            out[key.strip()] = raw
     return out
 
 
@@ -368,6 +379,10 @@ def validate(cfg: Config) -> None:
     if d.sampler in ("pk", "cross_modal") and d.batch_size % d.num_instances:
         raise ConfigError(f"data.batch_size={d.batch_size} is not divisible by data.num_instances={d.num_instances}; "
                           f"set data.batch_size to a multiple of {d.num_instances}")
+    if d.sampler in ("pk", "cross_modal") and d.batch_size // d.num_instances < 2 and cfg.loss.metric_weight != 0:
+        raise ConfigError(f"data.batch_size={d.batch_size} with data.num_instances={d.num_instances} puts one identity "
+                          f"in each batch, so the metric loss ({cfg.loss.type}) has no negatives; set "
+                          f"data.batch_size to at least {2 * d.num_instances}")
     if d.sampler == "cross_modal":
         if not is_cross_modal(cfg):
             raise ConfigError(f"data.sampler=cross_modal needs an RGB-IR dataset, but data.dataset={d.dataset}; "

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from core.checkpoint import load_checkpoint, save_checkpoint
-from core.config import Config, ConfigError, to_dict
+from core.config import Config, ConfigError, flatten_mapping, to_dict, to_flat_dict
 from core.data import set_loader_epoch
 from core.factory import build_dataset, build_loaders, build_loss, build_model
 from core.inference import evaluate
@@ -51,6 +51,21 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("run.device=cuda but no CUDA GPU is visible on this machine; use run.device=cpu or auto")
     return torch.device(name)
+
+
+# Keys a resumed run may change: where and how it runs, how it evaluates, and how long it trains. Any other
+# change would continue one training under another's name (config.yaml records the new values).
+RESUMABLE_CHANGES = ("run.", "eval.", "solver.epochs", "solver.max_iters", "data.num_workers")
+
+
+def check_resumable(saved: dict, cfg: Config, checkpoint_dir: str) -> None:
+    """Refuse to continue a checkpoint whose training settings differ from ``cfg``'s (one line naming them)."""
+    old, new = flatten_mapping(saved), to_flat_dict(cfg)
+    changed = [k for k, v in new.items() if k in old and old[k] != v and not k.startswith(RESUMABLE_CHANGES)]
+    if changed:
+        pairs = ", ".join(f"{k}: {old[k]!r} -> {new[k]!r}" for k in changed)
+        raise ConfigError(f"the checkpoint in {checkpoint_dir} was trained with other settings ({pairs}); pass "
+                          f"--no-resume to start over, or another run.output_dir")
 
 
 class Trainer:
@@ -91,6 +106,7 @@ class Trainer:
         state = load_checkpoint(self.checkpoint_dir)
         if state is None:
             return False
+        check_resumable(state.get("config") or {}, self.cfg, self.checkpoint_dir)
         self.model.load_state_dict(state["model"])
         self.criterion.load_state_dict(state["criterion"])
         self.optimizer.load_state_dict(state["optimizer"])

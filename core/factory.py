@@ -8,6 +8,7 @@ import torch
 from core.config import PRETRAINED_NONE, PRETRAINED_REQUIRED, Config, ConfigError, is_cross_modal, resolved_neck
 from core.data import DatasetSplits, build_splits, build_test_loader, build_train_loader, cache_base, \
     validate_splits_cached
+from core.inference import check_evaluable
 from core.losses import build_criterion
 from core.models import ReIDModel
 
@@ -59,7 +60,9 @@ def resolve_data_root(cfg: Config) -> str:
 def build_dataset(cfg: Config) -> DatasetSplits:
     """Parse (or generate, then parse) the dataset and check every image decodes (``data.on_corrupt``)."""
     splits = build_splits(cfg.data.dataset, resolve_data_root(cfg), **_dataset_options(cfg))
-    return validate_splits_cached(splits, cfg.data.on_corrupt)  # decodes every file once per machine
+    splits = validate_splits_cached(splits, cfg.data.on_corrupt)  # decodes every file once per machine
+    check_evaluable(cfg, splits)
+    return splits
 
 
 def build_loaders(cfg: Config, splits: DatasetSplits):

@@ -5,9 +5,10 @@ import numpy as np
 import torch
 
 from core.config import Config
-from core.data import DatasetSplits
+from core.data import DatasetError, DatasetSplits
 from core.eval import evaluate_rank, evaluate_regdb_both, evaluate_sysu, metrics_to_percent, normalize, \
     pairwise_distance
+from core.eval.sysu import GALLERY_CAMS
 
 SYSU_LIKE = ("synthetic_sysu", "sysu_mm01")
 
@@ -60,6 +61,31 @@ def _regdb_both_directions(feats: torch.Tensor, pids: np.ndarray, mods: np.ndarr
         out[f"rank1_{short}"] = float(both[name]["rank1"]) * 100.0
         out[f"mAP_{short}"] = float(both[name]["mAP"]) * 100.0
     return out
+
+
+def check_evaluable(cfg: Config, splits: DatasetSplits) -> None:
+    """Refuse data that training would only find unusable at its first evaluation: an empty query or gallery (all
+    skipped as corrupt, say) or no query with a true match under the dataset's protocol."""
+    for role in ("query", "gallery"):
+        if not getattr(splits, role):
+            raise DatasetError(f"{cfg.data.dataset}: the {role} set is empty (every file missing or skipped as "
+                               f"corrupt?); check data.root={cfg.data.root or '(generated)'}")
+    # (camera, modality) pairs of each gallery identity; a query needs one that its protocol keeps.
+    views: dict[int, set] = {}
+    for r in splits.gallery:
+        views.setdefault(r.pid, set()).add((r.camid, r.modality))
+    if cfg.data.dataset in SYSU_LIKE:
+        cams = GALLERY_CAMS[cfg.eval.sysu_mode]
+        keeps = lambda q, cam, mod: cam in cams and not (q.camid == 3 and cam == 2)  # noqa: E731
+        rule = f"SYSU-MM01 {cfg.eval.sysu_mode}-search (camera-3 queries ignore camera 2)"
+    elif cfg.data.dataset == "regdb":  # query and gallery are the two modalities of the same test identities
+        keeps, rule = (lambda q, cam, mod: mod != q.modality), "RegDB (the other modality)"  # noqa: E731
+    else:
+        keeps, rule = (lambda q, cam, mod: cam != q.camid), "Market/Duke (same identity and camera removed)"  # noqa: E731
+    matched = any(keeps(q, cam, mod) for q in splits.query for cam, mod in views.get(q.pid, ()))
+    if not matched:
+        raise DatasetError(f"{cfg.data.dataset}: no query has a true match in the gallery under the {rule} rule, so "
+                           f"nothing could be evaluated; check the query and gallery folders under data.root")
 
 
 def _percent(res: dict) -> dict[str, float]:

@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 
 from core.config import Config, ConfigError, list_presets, load_config, to_yaml
+from core.files import probe_write
 
 
 def one_line(exc: BaseException) -> str:
@@ -33,6 +34,26 @@ def check_machine(cfg: Config) -> None:
     check_pretrained(cfg)
 
 
+def check_output_dir(out: Path, need_checkpoint: bool, no_resume: bool) -> None:
+    """``run.output_dir`` can be written (checked by writing, before data and model are built); ``--eval-only``
+    needs a checkpoint there."""
+    from core.checkpoint import checkpoint_path
+    if need_checkpoint:
+        if no_resume:
+            raise ConfigError("--eval-only evaluates the checkpoint in run.output_dir and --no-resume ignores it; "
+                              "pass one of them")
+        if not checkpoint_path(out / "checkpoint").is_file():
+            raise ConfigError(f"--eval-only: no checkpoint in {out / 'checkpoint'}; train first or set "
+                              f"run.output_dir to a finished run's folder")
+        return
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe_write(out)
+    except OSError as exc:
+        raise ConfigError(f"run.output_dir {out} cannot be written ({exc.strerror}); set run.output_dir to a "
+                          f"writable folder") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m core.train", description=__doc__)
     p.add_argument("--config", default="quick", help=f"preset name ({', '.join(list_presets())}) or a YAML path")
@@ -44,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, args.overrides)
         check_machine(cfg)
+        check_output_dir(Path(cfg.run.output_dir), need_checkpoint=args.eval_only, no_resume=args.no_resume)
     except ConfigError as exc:
         print(f"config error: {one_line(exc)}", file=sys.stderr)
         return 2

@@ -100,12 +100,30 @@ def _cuda_visible() -> bool:
     ([f"run.threads={(os.cpu_count() or 1) + 1}"], ["run.threads", "at most"]),  # more CPUs than the machine
     (["run.device=cuda"], ["run.device=cuda", "run.device=cpu"]),       # a GPU the machine does not have
     (["model.pretrained=/no/such/weights.pth"], ["model.pretrained", "/no/such/weights.pth"]),
+    (["solver.seed=-1"], ["solver.seed", "0..4294967295"]),              # numpy's seeds are unsigned 32-bit
+    (["data.batch_size=4", "data.num_instances=4"], ["one identity", "data.batch_size to at least 8"]),
+    (["data.dataset=sysu_mm01", "data.root=%tmp"], ["%tmp"]),           # not YAML: kept as text, then judged
 ])
 def test_train_cli_refuses_bad_config(tmp_path, overrides, needles):
     if overrides == ["run.device=cuda"] and _cuda_visible():
         pytest.skip("this machine has a GPU")
-    assert_refused(train_cli(tmp_path, *overrides, timeout=120), "config error:", *needles)
-    assert not (tmp_path / "out").exists()  # refused before anything was written
+    prefix = "error:" if "data.root=%tmp" in overrides else "config error:"  # a dataset error, after the config
+    assert_refused(train_cli(tmp_path, *overrides, timeout=120), prefix, *needles)
+    if prefix == "config error:":
+        assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+def test_train_cli_checks_its_output_folder_and_eval_only_before_any_work(tmp_path):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("a regular file, not a folder")  # as root, chmod stops nothing: a path below a file does
+    assert_refused(train_cli(tmp_path, f"run.output_dir={blocker / 'out'}", timeout=120), "run.output_dir",
+                   "cannot be written")
+    cmd = [sys.executable, "-m", "core.train", "--config", "quick", f"run.output_dir={tmp_path / 'empty'}", *TINY]
+    for extra, needle in ((["--eval-only"], "no checkpoint in"), (["--eval-only", "--no-resume"], "one of them")):
+        proc = subprocess.run(cmd[:3] + extra + cmd[3:], cwd=tmp_path, env=_env(tmp_path), capture_output=True,
+                              text=True, timeout=120)
+        assert_refused(proc, "--eval-only", needle)
+    assert not (tmp_path / "empty").exists()
 
 
 def test_study_cli_refuses_bad_config(tmp_path):
@@ -126,6 +144,16 @@ def test_study_cli_refuses_more_resources_than_the_cluster_has(tmp_path, resourc
     from mlflow.tracking import MlflowClient
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []  # no run was made
+
+
+def test_study_cli_refuses_a_ray_address_where_nothing_listens(tmp_path):
+    import socket
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    line = assert_refused(study_cli(tmp_path, STUDY, "--address", f"127.0.0.1:{port}", timeout=60),
+                          f"127.0.0.1:{port}", "ray start --head")
+    assert "cannot connect to the Ray cluster" in line
 
 
 # ------------------------------------------------------------------------------------------- dataset
@@ -197,6 +225,32 @@ def test_refused_rerun_keeps_the_finished_run(tmp_path, sysu):
     after = {p.name: p.read_bytes() for p in (out / "config.yaml", out / "metrics.json", out / "history.jsonl",
                                               out / "checkpoint" / "last.pt")}
     assert after == before
+
+
+def test_resume_refuses_changed_training_settings_and_continues_a_longer_schedule(tmp_path, sysu):
+    data = ["data.dataset=sysu_mm01", f"data.root={sysu}"]
+    assert train_cli(tmp_path, *data).returncode == 0
+    checkpoint = (tmp_path / "out" / "checkpoint" / "last.pt").read_bytes()
+    line = assert_refused(train_cli(tmp_path, *data, "loss.type=triplet", "solver.lr=0.01"), "--no-resume")
+    assert "loss.type: 'expat' -> 'triplet'" in line and "solver.lr: 0.001 -> 0.01" in line
+    assert (tmp_path / "out" / "checkpoint" / "last.pt").read_bytes() == checkpoint  # nothing trained or written
+    longer = train_cli(tmp_path, *data, "solver.epochs=2", "eval.trials=2")  # how long and how to evaluate: allowed
+    assert longer.returncode == 0, longer.stderr[-3000:]
+    assert [json.loads(line)["epoch"] for line in (tmp_path / "out" / "history.jsonl").read_text().splitlines()] \
+        == [1, 2]
+
+
+def test_queries_without_a_true_match_are_refused_before_training(tmp_path, sysu):
+    """Every IR query of test identity X is from camera 3 and X's only RGB images are in camera 2: SYSU's rule
+    (camera-3 queries ignore camera 2) leaves no query a match, which evaluation would find only after training."""
+    test_ids = {int(t) for t in (sysu / "exp" / "test_id.txt").read_text().strip().split(",")}
+    for cam in (1, 4, 5, 6):  # RGB cameras other than 2, and IR camera 6
+        for d in (sysu / f"cam{cam}").iterdir():
+            if int(d.name) in test_ids:
+                shutil.rmtree(d)
+    line = assert_refused(train_cli(tmp_path, "data.dataset=sysu_mm01", f"data.root={sysu}"), "no query has a true match",
+                          "camera-3 queries ignore camera 2")
+    assert not (tmp_path / "out" / "checkpoint").exists() and "sysu_mm01" in line
 
 
 # ------------------------------------------------------------------------------------------- study spec
