@@ -14,6 +14,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 
+from ablation.progress import StudyProgress
 from ablation.study import SEED_KEY, StudyError, StudySpec, plan_grid, trial_config
 from ablation.tracking import (check_tracking_reachable, create_parent_run, ensure_experiment,
                                fail_unfinished_children, find_child, find_parent_run, git_commit, open_tracking_store,
@@ -198,7 +199,7 @@ def build_tuner(spec: StudySpec, ctx: StudyContext, ray_path: str, callback: Tri
     run_config = tune.RunConfig(
         name=Path(ray_path).name, storage_path=str(Path(ray_path).parent), verbose=ctx_verbose(),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1), callbacks=[callback])
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1), callbacks=[callback, StudyProgress(ctx)])
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
 
 
