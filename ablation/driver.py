@@ -15,13 +15,14 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 
 from ablation.progress import StudyProgress
-from ablation.study import SEED_KEY, StudyError, StudySpec, plan_grid, trial_config
+from ablation.study import SEED_KEY, StudyError, StudySpec, plan_grid, targets_json, trial_config
 from ablation.tracking import (check_tracking_reachable, create_parent_run, ensure_experiment,
                                fail_unfinished_children, find_child, find_parent_run, git_commit, open_tracking_store,
                                probe_write, retry)
 from ablation.trainable import StudyContext, run_trial
 from ablation.tune_state import BACKUP_EVERY_S, backup_experiment_state, repair_experiment_state
 from core.config import ConfigError
+from reports.collect import TARGETS_TAG
 
 
 class StudyInterrupted(RuntimeError):
@@ -289,7 +290,8 @@ def _run(spec: StudySpec, client: MlflowClient, tracking_uri: str, storage_path:
             client, exp_id, spec.name,
             tags={"study.metric": spec.metric, "study.mode": spec.mode,
                   "study.group_keys": ",".join(spec.group_keys()), "study.baseline": spec.baseline_label(),
-                  "study.ray_path": ray_path, "study.algorithm": spec.algorithm, "git_commit": git_commit()},
+                  "study.ray_path": ray_path, "study.algorithm": spec.algorithm, "git_commit": git_commit(),
+                  TARGETS_TAG: targets_json(spec)},
             params={"study.base": spec.base, "study.trials": total, "study.seeds": spec.seeds,
                     **{f"study.axis.{k}": v for k, v in spec.axes.items()}})
     ctx = StudyContext(spec=spec, plan=plan, tracking_uri=tracking_uri, experiment_id=exp_id,
