@@ -92,13 +92,16 @@ class StudyProgress(tune.Callback):
                 self._names[trial.trial_id] = str(trial.trial_id)
         return self._names[trial.trial_id]
 
+    def value(self, trial) -> float | None:
+        """The trial's latest value of the study's metric (None when not reported yet, or not a number)."""
+        value = (trial.last_result or {}).get(self.ctx.spec.metric)
+        return float(value) if isinstance(value, (int, float)) and not math.isnan(value) else None
+
     def best(self, trials: list) -> tuple[float, str] | None:
         """The best latest value of the study's metric among trials that did not fail, with the trial's name."""
-        metric, sign = self.ctx.spec.metric, (1 if self.ctx.spec.mode == "max" else -1)
-        scored = [(float(t.last_result[metric]), self.name(t)) for t in trials
-                  if trial_state(t) in ("finished", "running") and isinstance((t.last_result or {}).get(metric),
-                                                                                (int, float))
-                  and not math.isnan(float(t.last_result[metric]))]
+        sign = 1 if self.ctx.spec.mode == "max" else -1
+        scored = [(self.value(t), self.name(t)) for t in trials
+                  if trial_state(t) in ("finished", "running") and self.value(t) is not None]
         return max(scored, key=lambda vn: sign * vn[0]) if scored else None
 
     def postfix(self, trials: list) -> str:
@@ -140,10 +143,9 @@ class StudyProgress(tune.Callback):
 
     def outcome(self, trial) -> str:
         """The trial's final metric, or the first line of its failure reason."""
-        result = trial.last_result or {}
         metric = self.ctx.spec.metric
         if trial_state(trial) == "finished":
-            value = result.get(metric)
-            return f"{metric} {value:.2f}" if isinstance(value, (int, float)) else f"no {metric} reported"
-        reason = str(result.get("failure_reason") or getattr(trial, "error_msg", None) or "no reason reported")
+            value = self.value(trial)
+            return f"no {metric} reported" if value is None else f"{metric} {value:.2f}"
+        reason = str((trial.last_result or {}).get("failure_reason") or getattr(trial, "error_msg", None) or "no reason reported")
         return (reason.strip().splitlines() or ["no reason reported"])[0]

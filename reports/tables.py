@@ -22,8 +22,8 @@ from datetime import datetime, timezone
 import pandas as pd
 
 from reports.collect import finished_mask
-from reports.targets import TARGET_METRICS
 from reports.stats import ALPHA, NO_TEST, POWER, WELCH, compare_groups
+from reports.targets import TARGET_METRICS
 
 LABELS = {"rank1": "Rank-1", "rank5": "Rank-5", "rank10": "Rank-10", "rank20": "Rank-20", "mAP": "mAP",
           "mINP": "mINP"}
