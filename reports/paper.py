@@ -110,13 +110,14 @@ def render_paper_markdown(frame: pd.DataFrame, studies: Sequence[str], sources: 
                 line += [_pair(cell.rank1_published, cell.mAP_published),
                          _pair(cell.rank1_diff, cell.mAP_diff, "{:+.1f}")]
         body.append(line)
-    lines = [f"# Results: {', '.join(studies)}", "", pipe_table(headers, body), "",
-             "Top1 (mAP): mean Rank-1 and mAP in % over each row's finished seeds; **bold**: best Top1 of the column; "
-             "—: not run."]
+    note = ("Top1 (mAP): mean Rank-1 and mAP in % over each row's finished seeds; **bold**: best Top1 of the "
+            "column; —: not run.")
     if any(with_targets.values()):
-        lines.append("Published: the numbers the studies declare as targets; Δ: measured minus published.")
-    lines += [f"Source: {s}" for s in dict.fromkeys(sources) if s]
-    return "\n".join(lines) + "\n"
+        note += " Published: the numbers the studies declare as targets; Δ: measured minus published."
+    sources = [s for s in dict.fromkeys(sources) if s]
+    if sources:
+        note += " Sources: " + "; ".join(sources) + "."
+    return "\n".join([f"# Results: {', '.join(studies)}", "", pipe_table(headers, body), "", note]) + "\n"
 
 
 def render_paper_tex(frame: pd.DataFrame) -> str:
