@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import math
+import shutil
 import sys
 import time
 from typing import Any, TextIO
@@ -26,9 +27,17 @@ REFRESH_S = 1.0  # at most this long between redraws of the terminal display (th
 # ablation.trainable ends a trial that failed for good (NaN loss, bad data) normally, reporting {"failed": 1}:
 # Tune calls it TERMINATED, the study counts it as failed.
 FAILED_RESULT_KEY = "failed"
-# tqdm writes the postfix as ", <text>"
-BAR_FORMAT = "{desc}: {n_fmt}/{total_fmt} |{bar}| ended [{elapsed}<{remaining}]{postfix}"
+# The terminal display puts counts and times first (a narrow terminal cuts the end of the line) and the counts by
+# state after a short bar; the log line reads as a sentence. tqdm writes the postfix as ", <text>".
+BAR_FORMAT = "{desc}: {n_fmt}/{total_fmt} ended [{elapsed}<{remaining}] |{bar:10}| "
 LINE_FORMAT = "{desc}: {n_fmt}/{total_fmt} ended{postfix} [elapsed {elapsed}, ETA {remaining}]"
+
+
+def _screen() -> tuple[int, int]:
+    """The terminal's columns and lines. tqdm's own probe reads -1 on a terminal that never reported its size
+    (``script``, some CI consoles) and then draws nothing; ``shutil`` falls back to $COLUMNS/$LINES, then 80x24."""
+    size = shutil.get_terminal_size()
+    return size.columns, size.lines
 
 
 def trial_state(trial) -> str:
@@ -118,7 +127,7 @@ class StudyProgress(tune.Callback):
         self._ended = {t.trial_id for t in trials if trial_state(t) in ("finished", "failed")}
         interactive = self.interactive
         self._bar = tqdm(total=total, initial=len(self._ended), desc=f"study {self.ctx.spec.name}", unit="trial",
-                         file=self.stream if interactive else io.StringIO(), dynamic_ncols=interactive,
+                         file=self.stream if interactive else io.StringIO(), ncols=_screen()[0], nrows=_screen()[1],
                          bar_format=BAR_FORMAT, mininterval=0, leave=True)
 
     def update(self, trials: list, force: bool = False) -> None:
@@ -135,6 +144,8 @@ class StudyProgress(tune.Callback):
         bar.set_postfix_str(self.postfix(trials), refresh=False)
         bar.n = len(self._ended)
         if self.interactive:
+            bar.ncols, bar.nrows = _screen()  # follows a resized terminal
+            bar.bar_format = BAR_FORMAT + bar.postfix.replace("{", "{{").replace("}", "}}")
             bar.refresh()
             return
         for t in newly:  # one line per ended trial

@@ -59,13 +59,14 @@ def test_terminal_display_redraws_without_news(ctx, monkeypatch):
     out = Terminal()
     clock = [100.0]
     monkeypatch.setattr("ablation.progress.time.monotonic", lambda: clock[0])
+    monkeypatch.setenv("COLUMNS", "200")  # the terminal's width: a narrower one cuts the end of the line
     progress = StudyProgress(ctx, stream=out)
     progress.setup(total_num_samples=12)
     trials = [trial(i, "TERMINATED", rank1=50.0 + i) if i < 3 else trial(i, "RUNNING", rank1=10.0)
               for i in range(5)] + [trial(i) for i in range(5, 12)]
     progress.on_step_end(1, trials)  # a resumed study: 3 trials ended before, no line is printed for them
     first = out.getvalue()
-    assert "study loss_comparison: 3/12 |" in first and "3 finished, 2 running, 0 failed" in first
+    assert "study loss_comparison: 3/12 ended [" in first and "| 3 finished, 2 running, 0 failed" in first
     assert "best rank1 52.00 (triplet/seed=2)" in first and "\n" not in first.rstrip("\n")
     clock[0] += REFRESH_S / 2
     progress.on_step_end(2, trials)
