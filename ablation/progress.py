@@ -158,5 +158,5 @@ class StudyProgress(tune.Callback):
         if trial_state(trial) == "finished":
             value = self.value(trial)
             return f"no {metric} reported" if value is None else f"{metric} {value:.2f}"
-        reason = str((trial.last_result or {}).get("failure_reason") or getattr(trial, "error_msg", None) or "no reason reported")
+        reason = str((trial.last_result or {}).get("failure_reason") or getattr(trial, "error_msg", None) or "")
         return (reason.strip().splitlines() or ["no reason reported"])[0]

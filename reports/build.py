@@ -41,7 +41,8 @@ def analysis_sections(info: StudyInfo, trials, agg, paths: dict[str, Path]) -> t
     if info.algorithm == "grid" and len(keys) >= 2:
         # the two keys with the most values: the x axis and the lines of the interaction plot
         x_key, line_key = sorted(keys, key=lambda k: -trials[k].nunique())[:2]
-        points = interaction_means(trials, x_key, line_key, info.metric, [k for k in keys if k not in (x_key, line_key)])
+        others = [k for k in keys if k not in (x_key, line_key)]
+        points = interaction_means(trials, x_key, line_key, info.metric, others)
         figures.append(plot_interaction(points, x_key, line_key, info.metric, paths["interaction"],
                                         value_order(points[x_key]), value_order(points[line_key])))
         sections.append(effects_section(main_effects(trials, keys, info.metric), info.metric, FILES["interaction"]))

@@ -65,8 +65,8 @@ def paper_frame(columns: Sequence[StudyColumn]) -> pd.DataFrame:
                 rec[f"{m}_published"] = float(targets.at[group, f"{m}_published"]) if has else math.nan
                 rec[f"{m}_diff"] = rec[m] - rec[f"{m}_published"]
             records.append(rec)
-    return pd.DataFrame(records, columns=["row", "column", "study", "group", "ran", "n", "rank1", "mAP", "rank1_published",
-                                          "mAP_published", "rank1_diff", "mAP_diff"])
+    return pd.DataFrame(records, columns=["row", "column", "study", "group", "ran", "n", "rank1", "mAP",
+                                          "rank1_published", "mAP_published", "rank1_diff", "mAP_diff"])
 
 
 def _pair(r1: float, mp: float, fmt: str = "{:.1f}") -> str:

@@ -168,6 +168,6 @@ def compare_groups(finished: pd.DataFrame, metric: str, baseline: str, groups: l
                                           "ci_excludes_zero"])
     out["p_holm"] = holm(out["p"].to_numpy(dtype=float)) if len(out) else []
     out["significant"] = out["p_holm"] < ALPHA
-    out["seeds_needed"] = [seeds_for_power(r.diff, r.sd, r.test) if r.test != NO_TEST and not r.significant else math.nan
-                           for r in out.itertuples()]
+    out["seeds_needed"] = [seeds_for_power(r.diff, r.sd, r.test) if r.test != NO_TEST and not r.significant
+                           else math.nan for r in out.itertuples()]
     return out

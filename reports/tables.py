@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 import pandas as pd
 
 from reports.collect import finished_mask
-from reports.stats import ALPHA, NO_TEST, POWER, WELCH, compare_groups
+from reports.stats import ALPHA, MAX_SEEDS, NO_TEST, POWER, WELCH, compare_groups
 from reports.targets import TARGET_METRICS
 
 LABELS = {"rank1": "Rank-1", "rank5": "Rank-5", "rank10": "Rank-10", "rank20": "Rank-20", "mAP": "mAP",
@@ -161,9 +161,13 @@ def p_text(p: float) -> str:
     return "n/a" if math.isnan(p) else "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def seeds_text(n: float) -> str:
-    """Seeds for 80% power: ``∞`` for a zero difference, ``> 10000`` past the search's end."""
-    return "n/a" if math.isnan(n) else "∞ (Δ = 0)" if n == math.inf else f"{int(n)}"
+def seeds_text(n: float, diff: float) -> str:
+    """Seeds for 80% power: ``∞`` for a zero difference, ``> 10000`` past the end of the search."""
+    if math.isnan(n):
+        return "n/a"
+    if n == math.inf:
+        return "∞ (Δ = 0)" if diff == 0 else f"> {MAX_SEEDS}"
+    return f"{int(n)}"
 
 
 def ci_text(c) -> str:
@@ -193,7 +197,7 @@ def comparison_table(comps: Mapping[str, pd.DataFrame]) -> str:
             c = comps[m].loc[group]
             cell = ci_text(c)
             row += [f"**{cell}**" if c["ci_excludes_zero"] else cell, p_text(c["p_holm"]),
-                    "—" if c["test"] == NO_TEST or c["significant"] else seeds_text(c["seeds_needed"])]
+                    "—" if c["test"] == NO_TEST or c["significant"] else seeds_text(c["seeds_needed"], c["diff"])]
         rows.append(row)
     return pipe_table(headers, rows, numeric_from=3)
 

@@ -22,7 +22,8 @@ def row_name(group: str, targets: Mapping | None) -> str:
 
 def compare_targets(agg: pd.DataFrame, targets: Mapping | None) -> pd.DataFrame:
     """One row per target row (study's row order first, then target rows the study did not run): ``group``,
-    ``name``, ``ran`` (the study has the row), ``n`` and per metric ``<m>_published``, ``<m>_measured``, ``<m>_diff`` (measured − published)."""
+    ``name``, ``ran`` (the study has the row), ``n`` and per metric ``<m>_published``, ``<m>_measured``,
+    ``<m>_diff`` (measured − published)."""
     rows = (targets or {}).get("rows") or {}
     order = [g for g in agg.index if g in rows] + [g for g in rows if g not in agg.index]
     out = []
@@ -36,5 +37,6 @@ def compare_targets(agg: pd.DataFrame, targets: Mapping | None) -> pd.DataFrame:
                         else math.nan)
             rec.update({f"{m}_published": published, f"{m}_measured": measured, f"{m}_diff": measured - published})
         out.append(rec)
-    columns = ["group", "name", "ran", "n"] + [f"{m}_{k}" for m in TARGET_METRICS for k in ("published", "measured", "diff")]
+    columns = ["group", "name", "ran", "n"] + [f"{m}_{k}" for m in TARGET_METRICS
+                                               for k in ("published", "measured", "diff")]
     return pd.DataFrame(out, columns=columns)

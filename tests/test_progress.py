@@ -39,7 +39,8 @@ def test_pipe_gets_one_line_per_ended_trial(ctx):
     trials[0].status, trials[0].last_result = "TERMINATED", {"rank1": 55.5}
     trials[4].status, trials[4].last_result = "RUNNING", {"rank1": 61.25}
     progress.on_step_end(2, trials)
-    trials[1].status, trials[1].last_result = "TERMINATED", {"failed": 1, "failure_reason": "NonFiniteLossError: loss is nan"}
+    trials[1].status = "TERMINATED"
+    trials[1].last_result = {"failed": 1, "failure_reason": "NonFiniteLossError: loss is nan"}
     trials[2].status, trials[2].error_msg = "ERROR", "RuntimeError: worker died\nTraceback ..."
     progress.on_step_end(3, trials)
     progress.on_step_end(4, trials)  # no new end: no new line
@@ -82,7 +83,8 @@ def test_minimised_metric_and_pickling(ctx):
     c = StudyContext(spec=spec, plan=ctx.plan, tracking_uri="", experiment_id="", parent_run_id="", git_commit="")
     progress = StudyProgress(c, stream=io.StringIO())
     progress.setup(total_num_samples=12)
-    trials = [trial(0, "TERMINATED", loss=2.0), trial(1, "TERMINATED", loss=1.0), trial(2, "RUNNING", loss=float("nan"))]
+    trials = [trial(0, "TERMINATED", loss=2.0), trial(1, "TERMINATED", loss=1.0),
+              trial(2, "RUNNING", loss=float("nan"))]
     assert progress.best(trials) == (1.0, "triplet/seed=1")
     progress.on_step_end(1, trials)
     clone = pickle.loads(pickle.dumps(progress))  # Tune pickles its callbacks with the experiment state

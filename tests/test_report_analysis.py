@@ -125,7 +125,8 @@ def test_paper_table_of_two_studies(uri, tmp_path):
     text = (tmp_path / "paper.md").read_text()
     assert ("| Algorithm | Market-1501 (Top1/mAP) | Market-1501 published | Market-1501 Δ | DukeMTMC-reID (Top1/mAP) "
             "| DukeMTMC-reID published | DukeMTMC-reID Δ |") in text
-    assert "| Triplet Loss | 91.5 (80.5) | 92.0 (81.7) | -0.5 (-1.2) | 81.5 (70.5) | 82.6 (70.6) | -1.1 (-0.1) |" in text
+    assert ("| Triplet Loss | 91.5 (80.5) | 92.0 (81.7) | -0.5 (-1.2) | 81.5 (70.5) | 82.6 (70.6) | -1.1 (-0.1) |"
+            in text)
     assert "| expAT Loss | **95.5 (85.5)** | 94.7 (86.6) | +0.8 (-1.1) | **85.5 (75.5)** | 87.6 (77.1) |" in text
     tex = (tmp_path / "paper.tex").read_text()
     assert r"\toprule" in tex and r"\textbf{95.5 (85.5)}" in tex and "Market-1501 (published)" in tex
