@@ -3,7 +3,8 @@
 This is the layout of the expAT README's table (``94.7 (86.6)``, the best Rank-1 of each column in bold). Each
 study contributes one column, named after the dataset its trials trained on (the ``data.dataset`` param; the study
 name when two studies share a dataset). Rows are matched across studies by name: the ``name`` a study's
-``targets:`` gives the row (e.g. "Triplet Loss"), else its group label. Where a study declares targets, the
+``targets:`` gives the row's group label (e.g. "Triplet Loss" for ``loss.type=triplet``, also in the columns of
+studies without targets), else the group label. Where a study declares targets, the
 published value and the difference (measured − published, Rank-1 and mAP) follow the measured column.
 Pure functions; ``reports.build`` reads the studies and writes the files.
 """
@@ -18,7 +19,7 @@ import pandas as pd
 
 from reports.exports import tex_escape
 from reports.tables import pipe_table
-from reports.targets import compare_targets, row_name
+from reports.targets import compare_targets, row_names
 
 #: Display names of the datasets of ``core.config`` (``data.dataset``); others are shown as they are.
 DATASET_NAMES = {"market1501": "Market-1501", "dukemtmc": "DukeMTMC-reID", "sysu_mm01": "SYSU-MM01",
@@ -54,10 +55,13 @@ def paper_frame(columns: Sequence[StudyColumn]) -> pd.DataFrame:
     ``rank1``/``mAP`` (measured means, NaN if not run or all failed) and ``rank1_published``, ``mAP_published``,
     ``rank1_diff``, ``mAP_diff`` (NaN without a target)."""
     records = []
+    names = {}  # a name one study gives a group label names that label in every column
+    for col in columns:
+        names.update({g: n for g, n in row_names(col.targets).items() if g not in names})
     for title, col in zip(column_titles(columns), columns):
         targets = compare_targets(col.agg, col.targets).set_index("group")
         for group in [*col.agg.index, *[g for g in targets.index if g not in col.agg.index]]:
-            rec = {"row": row_name(group, col.targets), "column": title, "study": col.study, "group": group,
+            rec = {"row": names.get(group, group), "column": title, "study": col.study, "group": group,
                    "ran": group in col.agg.index, "n": int(col.agg.at[group, "n"]) if group in col.agg.index else 0}
             for m in ("rank1", "mAP"):
                 rec[m] = float(col.agg.at[group, f"{m}_mean"]) if group in col.agg.index else math.nan

@@ -230,6 +230,14 @@ def effects_section(effects: pd.DataFrame, metric: str, image: str | None = None
     return "\n".join(lines)
 
 
+def _short(value: object) -> str:
+    """A parameter value as MLflow stores it (a string), numbers shortened to 4 significant digits."""
+    try:
+        return f"{float(value):.4g}"
+    except (TypeError, ValueError):
+        return str(value)
+
+
 def importance_section(importance: pd.DataFrame, best: pd.Series | None, keys: Sequence[str], metric: str,
                        evaluator: str, image: str | None = None) -> str:
     """"Parameter importance" section: the importance table, its bar chart and the best trial's parameters."""
@@ -245,7 +253,7 @@ def importance_section(importance: pd.DataFrame, best: pd.Series | None, keys: S
             lines += ["", f"![Parameter importance]({image})"]
     if best is not None:
         lines += ["", f"Best trial: `{best['run_name']}` ({label(metric)} {best[metric]:.2f})", "",
-                  pipe_table(["Parameter", "Value"], [[f"`{k}`", best[k]] for k in keys if k in best.index])]
+                  pipe_table(["Parameter", "Value"], [[f"`{k}`", _short(best[k])] for k in keys if k in best.index])]
     return "\n".join(lines)
 
 

@@ -14,10 +14,15 @@ import pandas as pd
 TARGET_METRICS = ("rank1", "mAP")
 
 
+def row_names(targets: Mapping | None) -> dict[str, str]:
+    """Group label -> published name (``name`` of a target row, e.g. "Triplet Loss") for the rows that have one."""
+    rows = (targets or {}).get("rows") or {}
+    return {group: str(row["name"]) for group, row in rows.items() if row.get("name")}
+
+
 def row_name(group: str, targets: Mapping | None) -> str:
-    """The row's published name (``name`` of its target row, e.g. "Triplet Loss"), else its group label."""
-    row = ((targets or {}).get("rows") or {}).get(group) or {}
-    return str(row.get("name") or group)
+    """The row's published name, else its group label."""
+    return row_names(targets).get(group, group)
 
 
 def compare_targets(agg: pd.DataFrame, targets: Mapping | None) -> pd.DataFrame:

@@ -75,6 +75,9 @@ def uri(tmp_path_factory):
         rows = [({"loss.type": lt, "data.dataset": dataset}, s, r1 + shift + s, mp + shift + s, "FINISHED")
                 for lt, r1, mp in [("triplet", 91.0, 80.0), ("expat", 95.0, 85.0)] for s in (0, 1)]
         log_study(client, name, rows, ["loss.type"], baseline="loss.type=triplet", targets=json.dumps(targets))
+    rows = [({"loss.type": lt, "data.dataset": "sysu_mm01"}, 0, r1, mp, "FINISHED")
+            for lt, r1, mp in [("triplet", 10.0, 12.0), ("expat", 40.0, 39.0), ("center", 20.0, 21.0)]]
+    log_study(client, "sysu", rows, ["loss.type"])  # no targets
     return uri
 
 
@@ -137,3 +140,13 @@ def test_paper_table_bad_input_exits_2(uri, tmp_path, capsys):
     assert main(["--study", "market", "--study", "nope", "--tracking-uri", uri, "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nope" in err[0]
+
+
+def test_paper_rows_take_the_names_another_study_gives(uri, tmp_path):
+    assert main(["--study", "sysu", "--study", "market", "--tracking-uri", uri, "--out", str(tmp_path)]) == 0
+    rows = [line for line in (tmp_path / "paper.md").read_text().splitlines() if line.startswith("| ")]
+    assert rows[0] == ("| Algorithm | SYSU-MM01 (Top1/mAP) | Market-1501 (Top1/mAP) | Market-1501 published "
+                       "| Market-1501 Δ |")
+    assert rows[2] == "| Triplet Loss | 10.0 (12.0) | 91.5 (80.5) | 92.0 (81.7) | -0.5 (-1.2) |"
+    assert rows[3] == "| expAT Loss | **40.0 (39.0)** | **95.5 (85.5)** | 94.7 (86.6) | +0.8 (-1.1) |"
+    assert rows[4] == "| loss.type=center | 20.0 (21.0) | — | — | — |"
