@@ -10,7 +10,9 @@ Across the rows of one table the p-values are corrected with Holm's step-down me
 any false positive among the rows, without assuming the tests are independent). The 95% confidence interval is
 the test's own interval for the mean difference (not corrected). Where the corrected p-value is not below
 ``ALPHA``, ``seeds_for_power`` says how many seeds would detect the observed difference at the observed spread with
-80% power (two-sided test at ``ALPHA``), from the noncentral t distribution.
+80% power, from the noncentral t distribution, for a two-sided test at ``ALPHA / m`` (m = the rows tested): the
+level Holm's correction asks of the smallest p-value, so the estimate holds after the correction (for one row it
+is ``ALPHA`` itself).
 """
 
 from __future__ import annotations
@@ -149,7 +151,8 @@ def compare_groups(finished: pd.DataFrame, metric: str, baseline: str, groups: l
 
     ``finished`` holds finished trials with columns ``group``, ``seed`` and ``metric``. Returns one row per
     compared group (index = group): test, n, n_baseline, diff, ci_low, ci_high, p, p_holm (Holm over these rows),
-    significant (p_holm < ALPHA), ci_excludes_zero, seeds_needed (where not significant; NaN otherwise).
+    significant (p_holm < ALPHA), ci_excludes_zero, seeds_needed (where not significant, at ``ALPHA / m`` for the m
+    rows tested; NaN otherwise).
     """
     def by_seed(group: str) -> pd.Series:
         g = finished[finished["group"] == group]
@@ -168,6 +171,7 @@ def compare_groups(finished: pd.DataFrame, metric: str, baseline: str, groups: l
                                           "ci_excludes_zero"])
     out["p_holm"] = holm(out["p"].to_numpy(dtype=float)) if len(out) else []
     out["significant"] = out["p_holm"] < ALPHA
-    out["seeds_needed"] = [seeds_for_power(r.diff, r.sd, r.test) if r.test != NO_TEST and not r.significant
-                           else math.nan for r in out.itertuples()]
+    alpha = ALPHA / max(1, int(out["p"].notna().sum()))
+    out["seeds_needed"] = [seeds_for_power(r.diff, r.sd, r.test, alpha=alpha)
+                           if r.test != NO_TEST and not r.significant else math.nan for r in out.itertuples()]
     return out

@@ -207,8 +207,8 @@ def comparison_notes(comps: Mapping[str, pd.DataFrame]) -> list[str]:
     lines = [f"Δ: group minus baseline, paired by seed (Student's paired t-test on the per-seed differences); "
              f"95% CI of Δ from that test, **bold** where it excludes 0; p corrected with Holm's method across the "
              f"rows of each metric; where the corrected p ≥ {ALPHA:g}, the seeds (pairs) that would detect the "
-             f"observed Δ with {POWER:.0%} power at the observed spread (two-sided, α = {ALPHA:g}); `n/a`: fewer "
-             f"than 2 paired seeds."]
+             f"observed Δ with {POWER:.0%} power at the observed spread (two-sided, at α = {ALPHA:g} divided by the "
+             f"rows tested, the level Holm's correction first applies); `n/a`: fewer than 2 paired seeds."]
     first = next(iter(comps.values()))
     welch = [str(g) for g in first.index[first["test"] == WELCH]]
     if welch:
