@@ -20,7 +20,8 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.exceptions import AuthenticationError
 from ray.tune.search import ConcurrencyLimiter
 
-from ablation.study import SEED_KEY, StudyError, StudySpec, plan_grid, trial_config
+from ablation.progress import StudyProgress
+from ablation.study import SEED_KEY, StudyError, StudySpec, plan_grid, targets_json, trial_config
 from ablation.tracking import (check_tracking_reachable, create_parent_run, ensure_experiment,
                                fail_unfinished_children, find_child, find_parent_run, git_commit, open_tracking_store,
                                retry, tracking_credentials)
@@ -28,6 +29,7 @@ from ablation.trainable import StudyContext, run_trial
 from ablation.tune_state import BACKUP_EVERY_S, backup_experiment_state, repair_experiment_state
 from core.config import ConfigError
 from core.files import probe_write
+from reports.collect import TARGETS_TAG
 
 RAY_AUTH_MODE = "RAY_AUTH_MODE"
 
@@ -274,7 +276,7 @@ def build_tuner(spec: StudySpec, ctx: StudyContext, ray_path: str, callback: Tri
     run_config = tune.RunConfig(
         name=Path(ray_path).name, storage_path=str(Path(ray_path).parent), verbose=ctx_verbose(),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1), callbacks=[callback])
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1), callbacks=[callback, StudyProgress(ctx)])
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
 
 
@@ -364,7 +366,8 @@ def _run(spec: StudySpec, client: MlflowClient, tracking_uri: str, storage_path:
             client, exp_id, spec.name,
             tags={"study.metric": spec.metric, "study.mode": spec.mode,
                   "study.group_keys": ",".join(spec.group_keys()), "study.baseline": spec.baseline_label(),
-                  "study.ray_path": ray_path, "study.algorithm": spec.algorithm, "git_commit": git_commit()},
+                  "study.ray_path": ray_path, "study.algorithm": spec.algorithm, "git_commit": git_commit(),
+                  TARGETS_TAG: targets_json(spec)},
             params={"study.base": spec.base, "study.trials": total, "study.seeds": spec.seeds,
                     **{f"study.axis.{k}": v for k, v in spec.axes.items()}})
     ctx = StudyContext(spec=spec, plan=plan, tracking_uri=tracking_uri, experiment_id=exp_id,

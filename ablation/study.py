@@ -7,6 +7,7 @@ against the config schema before anything runs, so a typo fails in a second, not
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,8 @@ SEARCH_ALGORITHMS = ("grid", "optuna")
 SCHEDULERS = ("fifo", "asha")
 SPACE_TYPES = ("float", "loguniform", "int", "choice")
 TOP_LEVEL = ("name", "description", "base", "overrides", "axes", "seeds", "group_by", "baseline", "search",
-             "scheduler", "metric", "mode", "resources", "max_concurrent", "max_failures", "checkpoint_interval_s")
+             "scheduler", "metric", "mode", "resources", "max_concurrent", "max_failures", "checkpoint_interval_s",
+             "targets")
 
 
 class StudyError(ValueError):
@@ -50,6 +52,8 @@ class StudySpec:
     # and ~0.1 s a copy): a trial hands over at most one per this many seconds, and always its last epoch's. A
     # crashed trial so repeats at most this much training; 0 hands over every checkpoint the trainer writes.
     checkpoint_interval_s: float = 30.0
+    # Published numbers per report row: {source: str, rows: [{group: {key: value}, name?, rank1?, mAP?}]}.
+    targets: dict[str, Any] = field(default_factory=dict)
 
     @property
     def algorithm(self) -> str:
@@ -160,6 +164,7 @@ def validate_study(spec: StudySpec) -> None:
     extra = set(spec.resources) - {"cpu", "gpu"}
     if extra or spec.resources.get("cpu", 1) <= 0 or spec.resources.get("gpu", 0) < 0:
         raise StudyError(f"study {where}: resources must be {{cpu: >0, gpu: >=0}}, got {spec.resources}")
+    targets_json(spec)  # refuses malformed targets
     # Every grid point must form a valid config (e.g. a batch size that the instances divide).
     for trial in plan_grid(spec):
         trial_config(spec, trial)
@@ -211,3 +216,41 @@ def trial_name(spec: StudySpec, params: dict[str, Any]) -> str:
         parts.append(str(value) if key == "loss.type" else f"{short_key(key)}={value}")
     parts.append(f"seed={params.get(SEED_KEY, 0)}")
     return "/".join(parts)
+
+
+TARGET_FIELDS = ("group", "name", "rank1", "mAP")
+
+
+def targets_json(spec: StudySpec) -> str:
+    """The study's ``targets`` as the JSON the report reads (``{"source", "rows": {group label: {...}}}``), or ``""``
+    without targets. Each row's ``group`` must give every grouping key, so its label is the one its trials carry."""
+    if not spec.targets:
+        return ""
+    where, t = spec.name, spec.targets
+    if not isinstance(t, dict) or set(t) - {"source", "rows"} or not isinstance(t.get("source"), str) \
+            or not t["source"].strip() or not isinstance(t.get("rows"), list) or not t["rows"]:
+        raise StudyError(f"study {where}: targets must be {{source: <where the numbers are published>, rows: "
+                         f"[{{group: {{key: value}}, name: ..., rank1: ..., mAP: ...}}, ...]}}")
+    cfg, keys, rows = spec.base_config(), spec.group_keys(), {}
+    for row in t["rows"]:
+        if not isinstance(row, dict) or set(row) - set(TARGET_FIELDS) or not isinstance(row.get("group"), dict):
+            raise StudyError(f"study {where}: targets row {row!r} must be a mapping with 'group' and any of "
+                             f"{list(TARGET_FIELDS[1:])}")
+        if sorted(row["group"]) != sorted(keys):
+            raise StudyError(f"study {where}: targets row group {row['group']} must give exactly the grouping keys "
+                             f"{keys}")
+        values, typed = {}, copy_config(cfg)
+        for key in keys:
+            _check_key_values(cfg, f"{where}: targets", key, [row["group"][key]])
+            set_value(typed, key, row["group"][key])
+            values[key] = get_value(typed, key)  # typed as the trials' group labels are (1 -> 1.0 for a float)
+        numbers = {m: row[m] for m in ("rank1", "mAP") if m in row}
+        if not numbers or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 100
+                              for v in numbers.values()):
+            raise StudyError(f"study {where}: targets row {row['group']} needs rank1 and/or mAP in % (0..100)")
+        label = group_label(values)
+        if label in rows:
+            raise StudyError(f"study {where}: targets row {label} is given twice")
+        rows[label] = {**{m: float(v) for m, v in numbers.items()}, **({"name": str(row["name"])} if "name" in row
+                                                                       else {})}
+    return json.dumps({"source": t["source"].strip(), "rows": rows})

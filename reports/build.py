@@ -1,6 +1,7 @@
 """Build a study's report (markdown table, PNG plots, trials CSV) and attach it to the study's MLflow parent run.
 
-CLI: ``python -m reports.build --study NAME [--tracking-uri URI] [--out DIR] [--parent-run-id ID] [--no-log]``.
+CLI: ``python -m reports.build --study NAME [--tracking-uri URI] [--out DIR] [--parent-run-id ID] [--no-log]``;
+``--study A --study B ...`` writes one paper-style table of the studies' latest runs instead (``reports.paper``).
 The tracking URI defaults to ``sqlite:///<abs cwd>/mlflow.db``, the absolute form of where ``ablation.run`` writes
 by default, so running both from the same directory reads the same store. Exit code 2 on a missing study.
 """
@@ -11,21 +12,56 @@ import argparse
 import sys
 from pathlib import Path
 
-from reports.collect import (ReportError, collect_trials, finished_mask, load_history, normalize_tracking_uri,
-                             open_client)
-from reports.plots import plot_learning_curves, plot_metric_bars
-from reports.tables import aggregate, failed_trials, render_markdown, table_metrics
+from reports.collect import (ReportError, StudyInfo, collect_trials, finished_mask, load_history,
+                             normalize_tracking_uri, open_client)
+from reports.effects import (IMPORTANCE_EVALUATOR, best_trial, interaction_means, main_effects, param_importance,
+                             value_order, varied_keys)
+from reports.exports import table_frame, write_csv, write_tex
+from reports.paper import StudyColumn, dataset_name, paper_frame, render_paper_markdown, render_paper_tex
+from reports.plots import plot_importance, plot_interaction, plot_learning_curves, plot_metric_bars
+from reports.tables import (aggregate, compared_metrics, comparisons, effects_section, failed_trials,
+                            importance_section, render_markdown, table_metrics, targets_section)
+from reports.targets import compare_targets
 
 ARTIFACT_DIR = "report"  # artifact folder of the parent run (ARCHITECTURE.md, "MLflow layout")
 CURVE_METRICS = ("rank1", "mAP", "loss")
-FILES = {"report": "report.md", "bars": "metrics_bar.png", "curves": "learning_curves.png", "trials": "trials.csv"}
+FILES = {"report": "report.md", "bars": "metrics_bar.png", "curves": "learning_curves.png", "trials": "trials.csv",
+         "csv": "table.csv", "tex": "table.tex", "interaction": "interaction.png", "importance": "importance.png"}
+PAPER_FILES = {"report": "paper.md", "csv": "paper.csv", "tex": "paper.tex"}
+
+
+def analysis_sections(info: StudyInfo, trials, agg, paths: dict[str, Path]) -> tuple[list[str], list[Path]]:
+    """The report's optional sections and the figures they embed: paper targets (when the study declares them),
+    main effects with an interaction plot (grid studies varying two or more keys), parameter importance with the
+    best trial (search studies)."""
+    sections, figures = [], []
+    if info.targets:
+        sections.append(targets_section(compare_targets(agg, info.targets), info.targets.get("source", "")))
+    keys = varied_keys(trials, info.group_keys)
+    if info.algorithm == "grid" and len(keys) >= 2:
+        # the two keys with the most values: the x axis and the lines of the interaction plot
+        x_key, line_key = sorted(keys, key=lambda k: -trials[k].nunique())[:2]
+        others = [k for k in keys if k not in (x_key, line_key)]
+        points = interaction_means(trials, x_key, line_key, info.metric, others)
+        figures.append(plot_interaction(points, x_key, line_key, info.metric, paths["interaction"],
+                                        value_order(points[x_key]), value_order(points[line_key])))
+        sections.append(effects_section(main_effects(trials, keys, info.metric), info.metric, FILES["interaction"]))
+    elif info.algorithm != "grid":
+        importance = param_importance(trials, list(info.group_keys), info.metric, info.mode)
+        if not importance.empty:
+            figures.append(plot_importance(importance, paths["importance"]))
+        sections.append(importance_section(importance, best_trial(trials, info.metric, info.mode), info.group_keys,
+                                           info.metric, IMPORTANCE_EVALUATOR,
+                                           None if importance.empty else FILES["importance"]))
+    return sections, figures
 
 
 def build_report(study: str, tracking_uri: str, out_dir: str | Path, parent_run_id: str | None = None,
                  log_to_mlflow: bool = True) -> Path:
-    """Write report.md, metrics_bar.png, learning_curves.png and trials.csv to ``out_dir``; return report.md.
+    """Write report.md, metrics_bar.png, learning_curves.png, trials.csv, table.csv and table.tex (plus
+    interaction.png or importance.png where the study has them) to ``out_dir``; return report.md.
 
-    With ``log_to_mlflow`` the four files are also logged under ``report/`` of the parent run. Logging an
+    With ``log_to_mlflow`` the files are also logged under ``report/`` of the parent run. Logging an
     artifact does not touch a run's status or end time, so a FINISHED study run stays FINISHED.
     Raises ``ReportError`` when the store, the experiment or the parent run is missing.
     """
@@ -35,20 +71,45 @@ def build_report(study: str, tracking_uri: str, out_dir: str | Path, parent_run_
     paths = {key: out / name for key, name in FILES.items()}
 
     agg = aggregate(trials, table_metrics(trials, info.metric), info.baseline)
+    comps = comparisons(trials, agg, compared_metrics(agg, info.metric), info.baseline)
     history = load_history(info, trials[finished_mask(trials)], CURVE_METRICS)
     trials.to_csv(paths["trials"], index=False)
+    write_csv(table_frame(trials, agg, comps), paths["csv"])
+    write_tex(agg, comps, info.baseline, paths["tex"], caption=f"Study {study}")
     plot_metric_bars(agg, paths["bars"])
     plot_learning_curves(history, paths["curves"], list(agg.index), CURVE_METRICS)
+    sections, figures = analysis_sections(info, trials, agg, paths)
     meta = {"parent_run_id": info.parent_run_id, "tracking_uri": info.tracking_uri, "metric": info.metric,
             "mode": info.mode, "group_keys": info.group_keys, "baseline": info.baseline,
             "images": {"Final Rank-1 and mAP per group": FILES["bars"], "Learning curves": FILES["curves"]}}
-    paths["report"].write_text(render_markdown(study, agg, failed_trials(trials), meta), encoding="utf-8")
+    paths["report"].write_text(render_markdown(study, agg, failed_trials(trials), meta, comps, sections),
+                               encoding="utf-8")
 
     if log_to_mlflow:
         client = open_client(study, info.tracking_uri)
-        for path in paths.values():
+        written = [paths[k] for k in ("report", "bars", "curves", "trials", "csv", "tex")] + figures
+        for path in written:
             client.log_artifact(info.parent_run_id, str(path), artifact_path=ARTIFACT_DIR)
     return paths["report"]
+
+
+def build_paper(studies: list[str], tracking_uri: str, out_dir: str | Path) -> Path:
+    """Write paper.md, paper.csv and paper.tex to ``out_dir``: the latest run of each study as one column of a
+    paper-style table (``reports.paper``); return paper.md. Nothing is logged to MLflow (no run owns it)."""
+    columns, sources = [], []
+    for study in studies:
+        info, trials = collect_trials(study, tracking_uri)
+        agg = aggregate(trials, table_metrics(trials, info.metric), info.baseline)
+        columns.append(StudyColumn(study, dataset_name(trials["dataset"]), agg, info.targets))
+        sources.append((info.targets or {}).get("source", ""))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    frame = paper_frame(columns)
+    frame.to_csv(out / PAPER_FILES["csv"], index=False)
+    (out / PAPER_FILES["tex"]).write_text(render_paper_tex(frame), encoding="utf-8")
+    report = out / PAPER_FILES["report"]
+    report.write_text(render_paper_markdown(frame, studies, sources), encoding="utf-8")
+    return report
 
 
 def default_tracking_uri() -> str:
@@ -58,17 +119,27 @@ def default_tracking_uri() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m reports.build", description=__doc__.splitlines()[0])
-    parser.add_argument("--study", required=True, help="study name (= MLflow experiment name)")
+    parser.add_argument("--study", required=True, action="append",
+                        help="study name (= MLflow experiment name); give it several times for one paper-style "
+                             "table of those studies (paper.md, paper.csv, paper.tex)")
     parser.add_argument("--tracking-uri", default=None,
                         help="MLflow tracking URI (default: sqlite:///<abs cwd>/mlflow.db)")
-    parser.add_argument("--out", default=None, help="output folder (default: outputs/reports/<study>)")
+    parser.add_argument("--out", default=None,
+                        help="output folder (default: outputs/reports/<study>, or outputs/reports/paper)")
     parser.add_argument("--parent-run-id", default=None, help="report this study run (default: the latest one)")
     parser.add_argument("--no-log", action="store_true", help="do not log the report to the parent run")
     args = parser.parse_args(argv)
+    studies = list(dict.fromkeys(args.study))
+    uri = args.tracking_uri or default_tracking_uri()
+    if len(studies) > 1 and args.parent_run_id:
+        print("error: --parent-run-id names one study run; give one --study with it", file=sys.stderr)
+        return 2
     try:
-        report = build_report(args.study, args.tracking_uri or default_tracking_uri(),
-                              args.out or Path("outputs") / "reports" / args.study,
-                              parent_run_id=args.parent_run_id, log_to_mlflow=not args.no_log)
+        if len(studies) > 1:
+            report = build_paper(studies, uri, args.out or Path("outputs") / "reports" / "paper")
+        else:
+            report = build_report(studies[0], uri, args.out or Path("outputs") / "reports" / studies[0],
+                                  parent_run_id=args.parent_run_id, log_to_mlflow=not args.no_log)
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@ docs/ARCHITECTURE.md, "MLflow layout": an experiment named after the study, one 
 
 from __future__ import annotations
 
+import json
 import os
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # the machines have no internet; set before import
@@ -24,6 +25,11 @@ from mlflow.exceptions import MlflowException
 EPOCH_METRICS = ("loss", "loss_id", "loss_metric", "loss_center", "lr",
                  "rank1", "rank5", "rank10", "rank20", "mAP", "mINP", "epoch")
 FINISHED = "FINISHED"
+#: Parent-run tag holding the study's published numbers (``targets:`` of the study file), as JSON:
+#: ``{"source": str, "rows": {group label: {"rank1": float, "mAP": float, "name": str}}}``. Written by ablation.
+TARGETS_TAG = "study.targets"
+#: The config key (an MLflow param of every trial) naming the dataset: the column of a paper-style table.
+DATASET_PARAM = "data.dataset"
 
 
 class ReportError(ValueError):
@@ -44,6 +50,8 @@ class StudyInfo:
     mode: str
     group_keys: tuple[str, ...]
     baseline: str | None  # None when the study names no baseline row
+    algorithm: str = "grid"  # "grid" or "optuna" (tag study.algorithm)
+    targets: dict | None = None  # the parsed TARGETS_TAG, None when the study declares no targets
 
 
 def _hint(study: str) -> str:
@@ -102,7 +110,18 @@ def find_study(study: str, tracking_uri: str, parent_run_id: str | None = None) 
                      parent_run_id=parent.info.run_id, parent_status=parent.info.status,
                      parent_start_time=parent.info.start_time or 0,
                      metric=tags.get("study.metric") or "rank1", mode=tags.get("study.mode") or "max",
-                     group_keys=keys, baseline=tags.get("study.baseline") or None)
+                     group_keys=keys, baseline=tags.get("study.baseline") or None,
+                     algorithm=tags.get("study.algorithm") or "grid", targets=_targets(study, tags.get(TARGETS_TAG)))
+
+
+def _targets(study: str, text: str | None) -> dict | None:
+    if not text:
+        return None
+    try:
+        targets = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ReportError(f"study {study!r}: tag {TARGETS_TAG} of the parent run is not JSON ({exc})") from None
+    return targets if targets.get("rows") else None
 
 
 def _child_runs(client: MlflowClient, info: StudyInfo) -> list:
@@ -128,7 +147,7 @@ def _trial_row(run, group_keys: tuple[str, ...]) -> dict:
     row = {"run_id": run.info.run_id, "run_name": run.info.run_name, "status": run.info.status,
            "group": group, "seed": seed,
            "trial_id": tags.get("trial_id"), "failure_reason": tags.get("failure_reason") or None,
-           "start_time": run.info.start_time}
+           "start_time": run.info.start_time, "dataset": params.get(DATASET_PARAM)}
     row.update({k: params.get(k) for k in group_keys})
     row.update({m: run.data.metrics.get(m) for m in EPOCH_METRICS})
     return row
@@ -137,12 +156,13 @@ def _trial_row(run, group_keys: tuple[str, ...]) -> dict:
 def load_trials(info: StudyInfo) -> pd.DataFrame:
     """One row per trial (child run), in the order the trials started (ties broken by trial id, then run name).
 
-    Columns: run_id, run_name, status, group, seed, trial_id, failure_reason, start_time, one column per group-key
+    Columns: run_id, run_name, status, group, seed, trial_id, failure_reason, start_time, dataset (the
+    ``DATASET_PARAM`` param), one column per group-key
     param (string values, as MLflow stores params) and one per name in ``EPOCH_METRICS`` (final value or NaN).
     """
     rows = [_trial_row(run, info.group_keys) for run in _child_runs(open_client(info.name, info.tracking_uri), info)]
     columns = ["run_id", "run_name", "status", "group", "seed", "trial_id", "failure_reason", "start_time",
-               *info.group_keys, *EPOCH_METRICS]
+               "dataset", *info.group_keys, *EPOCH_METRICS]
     df = pd.DataFrame(rows, columns=columns)
     df[list(EPOCH_METRICS)] = df[list(EPOCH_METRICS)].astype(float)
     if all(isinstance(s, int) or s is None for s in df["seed"]):

@@ -109,3 +109,38 @@ def plot_learning_curves(history: pd.DataFrame, path: Path, groups: Sequence[str
         fig.legend(legend.values(), legend.keys(), loc="upper center", ncol=min(len(legend), 3), fontsize=8,
                    bbox_to_anchor=(0.5, 0.0))  # below the panels
     return _save(fig, path)
+
+
+def plot_interaction(points: pd.DataFrame, x_key: str, line_key: str, metric: str, path: Path,
+                     x_order: Sequence | None = None, line_order: Sequence | None = None) -> Path:
+    """Interaction plot: mean ``metric`` (``effects.interaction_means``) against the values of ``x_key``, one line
+    per value of ``line_key``. Parallel lines mean the two axes act independently; crossing lines, that the best
+    value of one depends on the other."""
+    x_order = list(x_order if x_order is not None else dict.fromkeys(points[x_key]))
+    line_order = list(line_order if line_order is not None else dict.fromkeys(points[line_key]))
+    fig, ax = plt.subplots(figsize=(max(4.8, 1.2 * len(x_order) + 2.5), 3.8))
+    for i, value in enumerate(line_order):
+        s = points[points[line_key] == value].set_index(x_key)["mean"].reindex(x_order)
+        ax.plot(range(len(x_order)), s.to_numpy(dtype=float), marker="o", color=f"C{i % 10}",
+                label=f"{line_key}={value}")
+    ax.set_xticks(range(len(x_order)), [str(v) for v in x_order])
+    ax.set_xlabel(x_key)
+    ax.set_ylabel(f"{label(metric)} (mean over seeds)")
+    ax.set_title(f"Interaction of {x_key} and {line_key}")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_importance(importance: pd.DataFrame, path: Path, title: str = "Hyperparameter importance") -> Path:
+    """Horizontal bars of ``effects.param_importance``: the most important parameter on top."""
+    imp = importance.iloc[::-1]
+    fig, ax = plt.subplots(figsize=(6.0, 0.5 * len(imp) + 1.5))
+    ax.barh(imp["param"], imp["importance"], color="C0")
+    for y, v in enumerate(imp["importance"]):
+        ax.annotate(f"{v:.2f}", (v, y), xytext=(3, 0), textcoords="offset points", va="center", fontsize=8)
+    ax.set_xlim(0, max(1.0, float(imp["importance"].max()) * 1.15) if len(imp) else 1.0)
+    ax.set_xlabel("share of the metric's variance (fANOVA)")
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)

@@ -47,6 +47,10 @@ def study_runs(tmp_path: Path, name: str):
 def test_tiny_study_end_to_end(tmp_path):
     proc = run_study(tmp_path, "tiny", TINY)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # stderr is a pipe here: one progress line per ended trial, and no Ray status table
+    progress = [line for line in proc.stderr.splitlines() if line.startswith(("finished ", "failed "))]
+    assert len(progress) == 2 and "2/2 ended, 2 finished, 0 running, 0 failed | best rank1" in progress[-1], proc.stderr
+    assert "Trial status" not in proc.stderr + proc.stdout
     client, parents, children = study_runs(tmp_path, "tiny")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     parent_id = parents[0].info.run_id

@@ -225,7 +225,8 @@ def test_build_report_writes_files_and_logs_artifacts(store, built):
     assert len(pd.read_csv(out / "trials.csv")) == len(TRIALS)
     client = store["client"]
     logged = {a.path for a in client.list_artifacts(store["parent"], "report")}
-    assert logged == {f"report/{n}" for n in ("report.md", "metrics_bar.png", "learning_curves.png", "trials.csv")}
+    assert logged == {f"report/{n}" for n in ("report.md", "metrics_bar.png", "learning_curves.png", "trials.csv",
+                                            "table.csv", "table.tex")}
     after = client.get_run(store["parent"]).info
     assert (after.status, after.end_time) == (built["before"].status, built["before"].end_time) == (
         "FINISHED", built["before"].end_time)
