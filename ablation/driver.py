@@ -14,13 +14,13 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 
-from ablation.study import SEED_KEY, StudyError, StudySpec, plan_grid, trial_config
+from ablation.study import SEED_KEY, TRIAL_INDEX, StudyError, StudySpec, trial_config
 from ablation.tracking import (check_tracking_reachable, create_parent_run, ensure_experiment,
                                fail_unfinished_children, find_child, find_parent_run, git_commit, open_tracking_store,
                                probe_write, retry)
 from ablation.trainable import StudyContext, run_trial
 from ablation.tune_state import BACKUP_EVERY_S, backup_experiment_state, repair_experiment_state
-from core.config import ConfigError
+from core.config import ConfigError, get_value
 
 
 class StudyInterrupted(RuntimeError):
@@ -109,7 +109,7 @@ def prepare_data(spec: StudySpec) -> None:
     from core.factory import build_dataset, check_pretrained
     splits: dict[tuple, object] = {}
     samplers = set()
-    configs = [trial_config(spec, p) for p in plan_grid(spec)] if spec.algorithm == "grid" else [spec.base_config()]
+    configs = [trial_config(spec, t.params, t.row) for t in spec.plan] or [spec.base_config()]
     for cfg in configs:
         try:
             check_pretrained(cfg)
@@ -176,7 +176,7 @@ def build_tuner(spec: StudySpec, ctx: StudyContext, ray_path: str, callback: Tri
     trainable = make_trainable(spec, ctx)
     search_alg, param_space, num_samples = None, {}, 1
     if spec.algorithm == "grid":
-        param_space = {"trial_index": tune.grid_search(list(range(len(ctx.plan))))}
+        param_space = grid_param_space(spec)
     else:
         from ray.tune.search.optuna import OptunaSearch
         param_space = {k: _tune_distribution(d) for k, d in spec.search["space"].items()}
@@ -200,6 +200,18 @@ def build_tuner(spec: StudySpec, ctx: StudyContext, ray_path: str, callback: Tri
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1), callbacks=[callback])
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
+
+
+def grid_param_space(spec: StudySpec) -> dict:
+    """Tune's param space of a grid study: the trial's index in ``spec.plan`` (what the trainable reads) and,
+    under their dotted keys, the values its row varies, so Ray's own results (``params.json``, the ResultGrid's
+    dataframe) show ``loss.at_margin`` rather than an index."""
+    keys = [k for k in dict.fromkeys(k for t in spec.plan for k in t.params)]
+    values = [{k: get_value(trial_config(spec, t.params, t.row), k) for k in keys} for t in spec.plan]
+    space = {TRIAL_INDEX: tune.grid_search([t.index for t in spec.plan])}
+    for key in keys:
+        space[key] = tune.sample_from(lambda s, key=key: values[s.config[TRIAL_INDEX]][key])
+    return space
 
 
 def ctx_verbose() -> int:
@@ -274,8 +286,7 @@ def _open_store(spec: StudySpec, tracking_uri: str, resume: bool) -> MlflowClien
 def _run(spec: StudySpec, client: MlflowClient, tracking_uri: str, storage_path: str, resume: bool,
          build_report: bool, started: bool) -> StudyOutcome:
     exp_id = ensure_experiment(client, spec.name)
-    plan = plan_grid(spec) if spec.algorithm == "grid" else []
-    total = len(plan) if plan else int(spec.search["num_samples"])
+    total = len(spec.plan) if spec.plan else int(spec.search["num_samples"])
 
     parent = find_parent_run(client, exp_id, spec.name) if resume else None
     if parent is not None:
@@ -290,8 +301,9 @@ def _run(spec: StudySpec, client: MlflowClient, tracking_uri: str, storage_path:
                   "study.group_keys": ",".join(spec.group_keys()), "study.baseline": spec.baseline_label(),
                   "study.ray_path": ray_path, "study.algorithm": spec.algorithm, "git_commit": git_commit()},
             params={"study.base": spec.base, "study.trials": total, "study.seeds": spec.seeds,
-                    **{f"study.axis.{k}": v for k, v in spec.axes.items()}})
-    ctx = StudyContext(spec=spec, plan=plan, tracking_uri=tracking_uri, experiment_id=exp_id,
+                    **{f"study.axis.{k}": v for k, v in spec.axes.items()},
+                    **({"study.variants": list(spec.variants)} if spec.variants else {})})
+    ctx = StudyContext(spec=spec, tracking_uri=tracking_uri, experiment_id=exp_id,
                        parent_run_id=parent_id, git_commit=git_commit())
     callback = TrialStatusCallback(tracking_uri, exp_id, parent_id, ray_path)
     try:

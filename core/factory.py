@@ -1,6 +1,7 @@
 """Config -> parts: the one place that maps schema keys onto the data, model and loss constructors."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -10,6 +11,7 @@ from core.data import DatasetSplits, build_splits, build_test_loader, build_trai
     validate_splits_cached
 from core.losses import build_criterion
 from core.models import ReIDModel
+from core.necks import NECKS
 
 def check_pretrained(cfg: Config) -> None:
     """``model.pretrained``, when set, must be a file here (and on every node that trains it)."""
@@ -65,18 +67,15 @@ def build_loaders(cfg: Config, splits: DatasetSplits):
 
 
 def build_model(cfg: Config, num_classes: int) -> ReIDModel:
-    m = cfg.model
-    return ReIDModel(arch=m.arch, num_classes=num_classes, neck=resolved_neck(cfg), last_stride=m.last_stride,
+    m, neck = cfg.model, resolved_neck(cfg)
+    return ReIDModel(arch=m.arch, num_classes=num_classes, neck=neck, last_stride=m.last_stride,
                      pretrained_path=m.pretrained or None, num_modalities=2 if is_cross_modal(cfg) else 1,
-                     modality_specific=m.modality_specific_bn, bn_bias_learnable=m.bn_bias_learnable,
-                     test_feature=m.test_feature)
+                     # model.modality_specific_bn only chooses between csbn's two layouts (core.necks)
+                     modality_specific=m.modality_specific_bn if NECKS[neck].per_modality else None,
+                     bn_bias_learnable=m.bn_bias_learnable, test_feature=m.test_feature)
 
 
 def build_loss(cfg: Config, num_classes: int, feat_dim: int) -> torch.nn.Module:
-    lc = cfg.loss
-    return build_criterion(lc.type, num_classes=num_classes, feat_dim=feat_dim, cross_modal=is_cross_modal(cfg),
-                           margin=lc.margin, soft_margin=lc.soft_margin, at_margin=lc.at_margin,
-                           expat_reduction=lc.expat_reduction, relu_neg=lc.relu_neg,
-                           weight_rgb2ir=lc.weight_rgb2ir, weight_ir2rgb=lc.weight_ir2rgb, id_weight=lc.id_weight,
-                           metric_weight=lc.metric_weight, center_weight=lc.center_weight,
-                           label_smoothing=lc.label_smoothing)
+    fields = {k: v for k, v in dataclasses.asdict(cfg.loss).items() if k != "type"}
+    return build_criterion(cfg.loss.type, num_classes=num_classes, feat_dim=feat_dim, cross_modal=is_cross_modal(cfg),
+                           neck=resolved_neck(cfg), **fields)
