@@ -15,7 +15,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 
 from ablation.study import SEED_KEY, TRIAL_INDEX, StudyError, StudySpec, trial_config
-from ablation.tracking import (check_tracking_reachable, create_parent_run, ensure_experiment,
+from ablation.tracking import (check_tracking_reachable, children, create_parent_run, ensure_experiment,
                                fail_unfinished_children, find_child, find_parent_run, git_commit, open_tracking_store,
                                probe_write, retry)
 from ablation.trainable import StudyContext, run_trial
@@ -278,9 +278,27 @@ def _open_store(spec: StudySpec, tracking_uri: str, resume: bool) -> MlflowClien
     client = open_tracking_store(tracking_uri)
     if resume:
         exp = retry(lambda: client.get_experiment_by_name(spec.name))
-        if exp is None or find_parent_run(client, exp.experiment_id, spec.name) is None:
+        parent = find_parent_run(client, exp.experiment_id, spec.name) if exp is not None else None
+        if parent is None:
             raise StudyError(f"study {spec.name}: nothing to resume in {tracking_uri}; run it without --resume")
+        check_same_plan(spec, client, exp.experiment_id, parent)
     return client
+
+
+def check_same_plan(spec: StudySpec, client: MlflowClient, exp_id: str, parent) -> None:
+    """A resumed study continues the trials it started: Tune names them by their index in the plan, so the plan
+    must be the one the study started with (same number of trials, and every run already made one of its names).
+    A study file edited since, or one written before variants renamed its rows, is refused in one line."""
+    total = len(spec.plan) if spec.plan else int(spec.search["num_samples"])
+    started = parent.data.params.get("study.trials")
+    names = {t.name for t in spec.plan}
+    made = {r.info.run_name for r in children(client, exp_id, parent.info.run_id)}
+    unknown = sorted(made - names) if spec.plan else []
+    if (started is not None and int(started) != total) or unknown:
+        why = f"it started with {started} trials, the plan now has {total}" if started and int(started) != total \
+            else f"its run {unknown[0]!r} is not a trial of the current plan"
+        raise StudyError(f"study {spec.name}: cannot resume: the study file changed since the study started ({why}); "
+                         f"run it without --resume to start it over")
 
 
 def _run(spec: StudySpec, client: MlflowClient, tracking_uri: str, storage_path: str, resume: bool,

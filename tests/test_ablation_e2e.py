@@ -56,7 +56,11 @@ def test_tiny_study_end_to_end(tmp_path):
         assert run.info.status == "FINISHED"
         assert run.data.tags["group"] == f"loss.type={run.data.params['loss.type']}"
         assert run.data.tags["seed"] == "0" and run.data.params["solver.seed"] == "0"
-        assert run.data.params["model.neck"] == "auto"
+        # params hold what trained: the resolved neck; a key the loss does not read says so
+        loss_type = run.data.params["loss.type"]
+        assert run.data.params["model.neck"] == {"triplet": "no", "expat": "csbn"}[loss_type]
+        assert run.data.params["loss.margin"] == {"triplet": "0.3", "expat": "unread"}[loss_type]
+        assert run.data.params["loss.metric_weight"] == "1.0"
         assert 0.0 <= run.data.metrics["rank1"] <= 100.0 and "mAP" in run.data.metrics
         history = client.get_metric_history(run.info.run_id, "rank1")
         assert [m.step for m in history] == [1]
@@ -64,6 +68,10 @@ def test_tiny_study_end_to_end(tmp_path):
         assert "config.yaml" in artifacts
     report = (tmp_path / "outputs" / "reports" / "tiny" / "report.md").read_text()
     assert "loss.type=triplet" in report and "loss.type=expat" in report
+    # Ray's own records key the trial's values by config keys, not by an index alone
+    ray_params = [json.loads(p.read_text()) for p in (tmp_path / "ray_results").glob("tiny-*/run_trial_*/params.json")]
+    assert sorted(p["loss.type"] for p in ray_params) == ["expat", "triplet"]
+    assert all(p["solver.seed"] == 0 for p in ray_params)
     assert "report" in [a.path for a in client.list_artifacts(parent_id)]
     # Resuming a finished study re-runs nothing and duplicates no run.
     again = run_study(tmp_path, "tiny", TINY, "--resume")
