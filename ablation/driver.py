@@ -116,7 +116,7 @@ def prepare_data(spec: StudySpec) -> None:
         except ConfigError as exc:
             raise StudyError(f"study {spec.name}: {exc}") from None
         key = (cfg.data.dataset, cfg.data.root, cfg.data.synthetic_ids, cfg.data.synthetic_seed, cfg.data.regdb_trial,
-               cfg.data.sysu_train_ids, cfg.data.on_corrupt)
+               cfg.data.sysu_train_ids, cfg.data.on_corrupt, cfg.eval.split, cfg.eval.val_fraction, cfg.eval.val_seed)
         if key not in splits:
             splits[key] = build_dataset(cfg)
         d = cfg.data

@@ -104,6 +104,12 @@ class EvalConfig:
     trial_seed: int = 0
     regdb_direction: Literal["visible2thermal", "thermal2visible"] = "visible2thermal"
     batch_size: int = 128
+    # test: the dataset's query/gallery (the protocol). val: identities the training never sees, for selecting
+    # hyperparameters (SYSU layouts: exp/val_id.txt, training on train_id.txt; others: a seeded hold-out of
+    # eval.val_fraction of the training identities, drawn with eval.val_seed).
+    split: Literal["test", "val"] = "test"
+    val_fraction: float = 0.2
+    val_seed: int = 0
 
 
 @dataclass
@@ -159,6 +165,7 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "eval.every": (lambda v: v >= 1, ">= 1"),
     "eval.trials": (lambda v: v >= 1, ">= 1"),
     "eval.batch_size": (lambda v: v >= 1, ">= 1"),
+    "eval.val_fraction": (lambda v: 0 < v < 1, "in (0, 1)"),
     "run.threads": (lambda v: v >= 0, ">= 0"),
     "run.checkpoint_every": (lambda v: v >= 1, ">= 1"),
 }

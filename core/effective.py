@@ -46,8 +46,14 @@ _RULES: dict[str, _Rule] = {
                         lambda c: f"with data.sampler={c.data.sampler} (it splits the random-triplet batches)"),
     "data.num_instances": (lambda c: c.data.sampler in ("pk", "cross_modal"),
                            lambda c: f"with data.sampler={c.data.sampler} (it is K of a P x K batch)"),
-    "data.sysu_train_ids": (lambda c: c.data.dataset in SYSU_LIKE,
-                            lambda c: f"with data.dataset={c.data.dataset} (SYSU-MM01 layouts only)"),
+    "data.sysu_train_ids": (lambda c: c.data.dataset in SYSU_LIKE and c.eval.split == "test",
+                            lambda c: f"with data.dataset={c.data.dataset} (SYSU-MM01 layouts only)"
+                            if c.data.dataset not in SYSU_LIKE else
+                            "with eval.split=val (the training keeps to train_id.txt; val_id.txt is the validation)"),
+    **{key: (lambda c: c.eval.split == "val" and c.data.dataset not in SYSU_LIKE,
+             lambda c: "with eval.split=test (it sizes the validation hold-out)" if c.eval.split == "test" else
+             f"with data.dataset={c.data.dataset} (SYSU-MM01 validates on exp/val_id.txt)")
+       for key in ("eval.val_fraction", "eval.val_seed")},
     "data.regdb_trial": (lambda c: c.data.dataset == "regdb",
                          lambda c: f"with data.dataset={c.data.dataset} (RegDB only)"),
     "data.synthetic_ids": (lambda c: c.data.dataset.startswith("synthetic_"),

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import torch
 
-from core.config import Config, ConfigError, is_cross_modal, resolved_neck
+from core.config import SYSU_LIKE, Config, ConfigError, is_cross_modal, resolved_neck
 from core.data import DatasetSplits, build_splits, build_test_loader, build_train_loader, cache_base, \
-    validate_splits_cached
+    hold_out_identities, validate_splits_cached
 from core.losses import build_criterion
 from core.models import ReIDModel
 from core.necks import NECKS
@@ -23,16 +23,19 @@ def check_pretrained(cfg: Config) -> None:
 
 def _dataset_options(cfg: Config) -> dict:
     d = cfg.data
+    # SYSU layouts validate on exp/val_id.txt, so the training keeps to train_id.txt (core.effective: the
+    # data.sysu_train_ids choice is then not read)
+    sysu_ids = {"train_ids": "train", "eval_ids": "val"} if cfg.eval.split == "val" else {
+        "train_ids": d.sysu_train_ids}
     if d.dataset == "synthetic_sysu":
         # 30% test and 10% validation identities, the rest for training (40 ids -> 24/4/12)
         return {"num_ids": d.synthetic_ids, "num_test_ids": max(2, round(d.synthetic_ids * 0.3)),
-                "num_val_ids": max(1, round(d.synthetic_ids * 0.1)), "seed": d.synthetic_seed,
-                "train_ids": d.sysu_train_ids}
+                "num_val_ids": max(1, round(d.synthetic_ids * 0.1)), "seed": d.synthetic_seed, **sysu_ids}
     if d.dataset == "synthetic_market":
         test_ids = max(4, int(d.synthetic_ids * 0.4))
         return {"num_train_ids": d.synthetic_ids - test_ids, "num_test_ids": test_ids, "seed": d.synthetic_seed}
     if d.dataset == "sysu_mm01":
-        return {"train_ids": d.sysu_train_ids}
+        return sysu_ids
     if d.dataset == "regdb":
         return {"trial": d.regdb_trial}
     return {}
@@ -50,7 +53,10 @@ def resolve_data_root(cfg: Config) -> str:
 def build_dataset(cfg: Config) -> DatasetSplits:
     """Parse (or generate, then parse) the dataset and check every image decodes (``data.on_corrupt``)."""
     splits = build_splits(cfg.data.dataset, resolve_data_root(cfg), **_dataset_options(cfg))
-    return validate_splits_cached(splits, cfg.data.on_corrupt)  # decodes every file once per machine
+    splits = validate_splits_cached(splits, cfg.data.on_corrupt)  # decodes every file once per machine
+    if cfg.eval.split == "val" and cfg.data.dataset not in SYSU_LIKE:  # SYSU's parser reads its own val ids
+        splits = hold_out_identities(splits, cfg.eval.val_fraction, cfg.eval.val_seed)
+    return splits
 
 
 def build_loaders(cfg: Config, splits: DatasetSplits):
