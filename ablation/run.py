@@ -45,6 +45,9 @@ def describe_plan(spec: StudySpec) -> str:
     else:
         lines.append(f"{spec.search['num_samples']} trials sampled by {spec.algorithm} over "
                      f"{list(spec.search['space'])} (seed {spec.seeds[0]})")
+    if spec.selects:
+        lines.append(f"selection on eval.split=val; then the best configuration is retrained on the full training "
+                     f"split for seeds {spec.refit_seeds} and evaluated on test: the report's table")
     return "\n".join(lines)
 
 

@@ -23,6 +23,10 @@ from core.config import (Config, ConfigError, coerce_value, copy_config, get_val
 STUDY_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 SEED_KEY = "solver.seed"
 TRIAL_INDEX = "trial_index"  # in a grid trial's Tune config, next to its dotted keys: its place in the plan
+# In a refit trial's Tune config, next to its dotted keys: the phase, and the row and variant it refits.
+PHASE_KEY, ROW_KEY, VARIANT_KEY = "phase", "row", "variant"
+SPLIT_KEY = "eval.split"
+SEARCH, REFIT = "search", "refit"  # the phases of a study that selects hyperparameters (tag ``phase``)
 # What the trainer reports each epoch (see docs/ARCHITECTURE.md); a study may only optimise one of these.
 REPORTED_METRICS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP", "loss", "loss_id", "loss_metric",
                     "loss_center")
@@ -46,6 +50,7 @@ class Trial:
     variant: Optional[str]
     params: dict  # dotted key -> value (schema form), the seed included
     name: str  # MLflow run name, e.g. ``CS-BN/seed=1`` or ``expat_center/margin=0.5/seed=1``
+    phase: str = ""  # studies that select: "search" (on eval.split=val) or "refit" (the best, on test)
 
 
 @dataclass
@@ -75,6 +80,16 @@ class StudySpec:
     @property
     def algorithm(self) -> str:
         return self.search.get("algorithm", "grid")
+
+    @property
+    def selects(self) -> bool:
+        """Whether the study picks a winner (a search algorithm, or a scheduler that stops trials early): such a
+        study selects on eval.split=val and then refits the winner on the full training split, tested on test."""
+        return self.algorithm != "grid" or self.scheduler.get("type", "fifo") != "fifo"
+
+    @property
+    def refit_seeds(self) -> list[int]:
+        return list(self.search.get("refit_seeds", self.seeds))
 
     def base_config(self) -> Config:
         return load_config(self.base, dict(self.overrides))
@@ -174,6 +189,8 @@ def validate_study(spec: StudySpec, set_keys: list[str] = ()) -> None:
     ``--set``. Fills ``spec.plan``."""
     where = spec.name
     canonicalize(spec)
+    if spec.algorithm in SEARCH_ALGORITHMS and spec.scheduler.get("type", "fifo") in SCHEDULERS:
+        _leak_free(spec)
     try:
         cfg = spec.base_config()
     except ConfigError as exc:
@@ -226,6 +243,25 @@ def validate_study(spec: StudySpec, set_keys: list[str] = ()) -> None:
         raise StudyError(f"study {where}: resources must be {{cpu: >0, gpu: >=0}}, got {spec.resources}")
     spec.plan = plan_trials(spec) if spec.algorithm == "grid" else []
     _check_effective(spec, cfg, set_keys)
+
+
+def _leak_free(spec: StudySpec) -> None:
+    """A study that selects evaluates its search trials on the validation split, never on test."""
+    if not spec.selects:
+        if "refit_seeds" in spec.search:
+            raise StudyError(f"study {spec.name}: search.refit_seeds is for studies that select (a search "
+                             f"algorithm or an early-stopping scheduler); remove it")
+        return
+    split = spec.overrides.get(SPLIT_KEY, "val")
+    if split != "val" or any(SPLIT_KEY in p for p in [*spec.variants.values(), spec.axes]):
+        raise StudyError(f"study {spec.name}: it selects hyperparameters (search.algorithm={spec.algorithm}, "
+                         f"scheduler {spec.scheduler.get('type', 'fifo')}), so its search trials evaluate on "
+                         f"{SPLIT_KEY}=val and the refit trials on test; remove {SPLIT_KEY} from the study")
+    seeds = spec.search.get("refit_seeds", spec.seeds)
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(x, int) and not isinstance(x, bool)
+                                                           for x in seeds):
+        raise StudyError(f"study {spec.name}: search.refit_seeds must be a non-empty list of integers, e.g. [0, 1, 2]")
+    spec.overrides = {**spec.overrides, SPLIT_KEY: "val"}
 
 
 def _validate_baseline(spec: StudySpec, cfg: Config) -> None:
@@ -311,7 +347,8 @@ def plan_trials(spec: StudySpec) -> list[Trial]:
             for seed in spec.seeds:
                 params = {**overrides, **axis_values, SEED_KEY: seed}
                 trial = Trial(index=len(trials), row=row_label(variant, axis_values), variant=variant,
-                              params=params, name=trial_name(params, variant, axis_values))
+                              params=params, name=trial_name(params, variant, axis_values),
+                              phase=SEARCH if spec.selects else "")
                 trial_config(spec, trial.params, trial.row)
                 trials.append(trial)
     return trials
@@ -340,3 +377,28 @@ def trial_name(params: dict[str, Any], variant: Optional[str] = None, shown: dic
         parts.append(str(value) if key == "loss.type" else f"{short_key(key)}={format_value(value)}")
     parts.append(f"seed={params.get(SEED_KEY, 0)}")
     return "/".join(parts)
+
+
+def trial_from_config(spec: StudySpec, config: dict[str, Any]) -> Trial:
+    """The trial a Tune config stands for: a trial of the plan (grid studies name its index), a refit trial, or
+    the values a search algorithm sampled; values in the schema's form, keyed by dotted config keys."""
+    if TRIAL_INDEX in config:
+        return spec.plan[config[TRIAL_INDEX]]
+    reserved = (PHASE_KEY, ROW_KEY, VARIANT_KEY)
+    params = {k: coerce_value(k, v) for k, v in config.items() if k not in reserved}
+    params.setdefault(SEED_KEY, spec.seeds[0])
+    shown = {k: params[k] for k in spec.group_keys() if k in params}
+    if config.get(PHASE_KEY) == REFIT:
+        variant = config.get(VARIANT_KEY) or None
+        return Trial(index=-1, row=config[ROW_KEY], variant=variant, params=params,
+                     name=f"{REFIT}/{trial_name(params, variant, shown)}", phase=REFIT)
+    return Trial(index=-1, row=group_label(shown), variant=None, params=params, name=trial_name(params, None, shown),
+                 phase=SEARCH if spec.selects else "")
+
+
+def refit_configs(spec: StudySpec, best: Trial) -> list[dict[str, Any]]:
+    """Tune configs of the refit trials: the best search trial's settings on the full training split, tested on
+    test, once per ``search.refit_seeds``."""
+    params = {k: v for k, v in best.params.items() if k not in (SEED_KEY, SPLIT_KEY)}
+    return [{PHASE_KEY: REFIT, ROW_KEY: best.row, VARIANT_KEY: best.variant or "", **params, SPLIT_KEY: "test",
+             SEED_KEY: seed} for seed in spec.refit_seeds]

@@ -18,9 +18,9 @@ from mlflow.tracking import MlflowClient
 import ray
 from ray import tune
 
-from ablation.study import SEED_KEY, TRIAL_INDEX, StudySpec, Trial, group_label, trial_config, trial_name
+from ablation.study import StudySpec, trial_config, trial_from_config
 from ablation.tracking import TrialRun, find_child, retry
-from core.config import ConfigError, coerce_value, to_yaml
+from core.config import ConfigError, to_yaml
 from core.effective import effective_params, resolve
 from core.data import DatasetError
 from core.engine import NonFiniteLossError, train
@@ -37,20 +37,9 @@ class StudyContext:
     git_commit: str
 
 
-def trial_of(spec: StudySpec, config: dict[str, Any]) -> Trial:
-    """This trial of the plan (grid studies: Tune's config names its index), or the values the search algorithm
-    sampled, keyed by dotted config keys."""
-    if TRIAL_INDEX in config:
-        return spec.plan[config[TRIAL_INDEX]]
-    params = {k: coerce_value(k, v) for k, v in config.items() if k != TRIAL_INDEX}
-    params.setdefault(SEED_KEY, spec.seeds[0])
-    shown = {k: params[k] for k in spec.group_keys() if k in params}
-    return Trial(index=-1, row=group_label(shown), variant=None, params=params, name=trial_name(params))
-
-
 def run_trial(config: dict[str, Any], ctx: StudyContext) -> None:
     spec = ctx.spec
-    trial = trial_of(spec, config)
+    trial = trial_from_config(spec, config)
     # The trial trains, logs and saves its effective configuration: auto and default weights resolved.
     cfg = resolve(trial_config(spec, trial.params, trial.row))
     resources = spec.resources
@@ -65,6 +54,8 @@ def run_trial(config: dict[str, Any], ctx: StudyContext) -> None:
             "node_id": ray.get_runtime_context().get_node_id(), "hostname": socket.gethostname()}
     if trial.variant:
         tags["variant"] = trial.variant
+    if trial.phase:
+        tags["phase"] = trial.phase  # search (selects on eval.split=val) or refit (the report's table, on test)
     run = TrialRun(ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id, trial_id, run_name=trial.name,
                    tags=tags, params=effective_params(cfg))
     run.log_text(to_yaml(cfg), "config.yaml")

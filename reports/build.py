@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from reports.collect import (ReportError, collect_trials, finished_mask, load_history, normalize_tracking_uri,
-                             open_client)
+                             open_client, table_trials)
 from reports.plots import plot_learning_curves, plot_metric_bars
 from reports.tables import aggregate, failed_trials, render_markdown, table_metrics
 
@@ -29,18 +29,20 @@ def build_report(study: str, tracking_uri: str, out_dir: str | Path, parent_run_
     artifact does not touch a run's status or end time, so a FINISHED study run stays FINISHED.
     Raises ``ReportError`` when the store, the experiment or the parent run is missing.
     """
-    info, trials = collect_trials(study, tracking_uri, parent_run_id)
+    info, all_trials = collect_trials(study, tracking_uri, parent_run_id)
+    trials = table_trials(all_trials)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {key: out / name for key, name in FILES.items()}
 
     agg = aggregate(trials, table_metrics(trials, info.metric), info.baseline)
     history = load_history(info, trials[finished_mask(trials)], CURVE_METRICS)
-    trials.to_csv(paths["trials"], index=False)
+    all_trials.to_csv(paths["trials"], index=False)
     plot_metric_bars(agg, paths["bars"])
     plot_learning_curves(history, paths["curves"], list(agg.index), CURVE_METRICS)
     meta = {"parent_run_id": info.parent_run_id, "tracking_uri": info.tracking_uri, "metric": info.metric,
             "mode": info.mode, "group_keys": info.group_keys, "baseline": info.baseline,
+            "selection": _selection_note(info.selection, all_trials),
             "images": {"Final Rank-1 and mAP per group": FILES["bars"], "Learning curves": FILES["curves"]}}
     paths["report"].write_text(render_markdown(study, agg, failed_trials(trials), meta), encoding="utf-8")
 
@@ -49,6 +51,16 @@ def build_report(study: str, tracking_uri: str, out_dir: str | Path, parent_run_
         for path in paths.values():
             client.log_artifact(info.parent_run_id, str(path), artifact_path=ARTIFACT_DIR)
     return paths["report"]
+
+
+def _selection_note(selection: str | None, trials) -> str | None:
+    """Which split selected what, for a study that selects (None otherwise)."""
+    if not selection:
+        return None
+    n_search = int((trials["phase"] == "search").sum())
+    return (f"{n_search} search trials selected the configuration on the validation split (`eval.split=val`); "
+            f"the table holds that configuration retrained on the full training split and evaluated on test "
+            f"({selection}).")
 
 
 def default_tracking_uri() -> str:

@@ -151,7 +151,8 @@ def render_markdown(study: str, agg: pd.DataFrame, failed: pd.DataFrame, meta: M
     """The whole report as GitHub markdown.
 
     ``meta`` keys: ``parent_run_id`` (required); optional ``metric``, ``mode``, ``group_keys`` (sequence),
-    ``baseline``, ``tracking_uri``, ``date`` (a string; default now, UTC) and ``images`` (caption -> relative
+    ``baseline``, ``tracking_uri``, ``date`` (a string; default now, UTC), ``selection`` (which split selected the
+    table's configuration, for a study that selects) and ``images`` (caption -> relative
     file name, embedded under "Plots").
     """
     baseline = meta.get("baseline")
@@ -167,6 +168,7 @@ def render_markdown(study: str, agg: pd.DataFrame, failed: pd.DataFrame, meta: M
         f"- MLflow parent run: `{meta['parent_run_id']}`"
         + (f" (tracking URI `{meta['tracking_uri']}`)" if meta.get("tracking_uri") else ""),
         f"- Generated: {date}",
+        *([f"- Selection: {meta['selection']}"] if meta.get("selection") else []),
         "",
         "## Results",
         "",

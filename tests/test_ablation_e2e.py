@@ -123,3 +123,28 @@ def test_unwritable_tracking_store_fails_before_training(tmp_path):
                           timeout=120)
     assert proc.returncode == 2
     assert "tracking store" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_search_selects_on_validation_and_the_table_is_the_refit_on_test(tmp_path):
+    body = {**TINY, "axes": {}, "baseline": {}, "overrides": {**TINY["overrides"], "loss.type": "expat"},
+            "search": {"algorithm": "optuna", "num_samples": 2, "seed": 0, "refit_seeds": [0, 1],
+                       "space": {"loss.at_margin": {"type": "float", "low": 0.2, "high": 1.5}}},
+            "scheduler": {"type": "asha", "grace_period": 1}}
+    proc = run_study(tmp_path, "search", body)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    _, parents, children = study_runs(tmp_path, "search")
+    search = [r for r in children if r.data.tags.get("phase") == "search"]
+    refit = [r for r in children if r.data.tags.get("phase") == "refit"]
+    assert len(search) == 2 and len(refit) == 2 and len(children) == 4
+    assert all(r.data.params["eval.split"] == "val" for r in search)
+    assert all(r.data.params["eval.split"] == "test" for r in refit)
+    assert sorted(r.data.params["solver.seed"] for r in refit) == ["0", "1"]
+    # the refit trains the search trial that scored best on the validation split (ties: any of the best)
+    best = max(r.data.metrics["rank1"] for r in search)
+    winners = {r.data.params["loss.at_margin"] for r in search if r.data.metrics["rank1"] == best}
+    assert {r.data.params["loss.at_margin"] for r in refit} <= winners
+    assert len({r.data.params["loss.at_margin"] for r in refit}) == 1
+    assert parents[0].data.tags["study.selected"] == refit[0].data.tags["group"]
+    report = (tmp_path / "outputs" / "reports" / "search" / "report.md").read_text()
+    assert "Selection: 2 search trials selected the configuration on the validation split" in report
+    assert "Trials: 2 finished" in report  # the table counts the refit trials only
