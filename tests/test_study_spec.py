@@ -183,3 +183,40 @@ def test_dry_run_refuses_unread_axes_and_set_overrides_in_one_line_quickly(tmp_p
 def test_every_shipped_study_passes_its_dry_run(name):
     proc = _dry_run(name, "--set", "solver.epochs=2")
     assert proc.returncode == 0, proc.stderr
+
+
+def test_tpe_asha_searches_on_validation_and_refits_on_test():
+    from ablation.study import refit_configs, trial_config, trial_from_config
+    spec = load_study("tpe_asha")
+    assert spec.selects and spec.refit_seeds == [0, 1, 2]
+    sampled = {"loss.at_margin": 0.7, "loss.metric_weight": 0.5, "solver.lr": 3e-4,
+               "loss.expat_reduction": "mean_of_exp", "solver.seed": 0}
+    search = trial_from_config(spec, sampled)
+    assert search.phase == "search" and trial_config(spec, search.params).eval.split == "val"
+    refits = [trial_from_config(spec, c) for c in refit_configs(spec, search)]
+    assert [t.params["solver.seed"] for t in refits] == [0, 1, 2]
+    assert {t.phase for t in refits} == {"refit"} and {t.row for t in refits} == {search.row}
+    for t in refits:
+        cfg = trial_config(spec, t.params)
+        assert cfg.eval.split == "test" and cfg.loss.at_margin == 0.7 and cfg.loss.expat_reduction == "mean_of_exp"
+    assert refits[1].name.startswith("refit/") and refits[1].name.endswith("/seed=1")
+
+
+@pytest.mark.parametrize("change, needle", [
+    ({"search": {"algorithm": "optuna", "num_samples": 2, "space": {"solver.lr": {"type": "float", "low": 1e-4,
+                                                                                    "high": 1e-3}}},
+      "overrides": {"eval.split": "test"}, "axes": {}}, "its search trials evaluate on eval.split=val"),
+    ({"scheduler": {"type": "asha"}, "axes": {"loss.type": ["expat"], "eval.split": ["test"]}},
+     "remove eval.split from the study"),
+    ({"search": {"algorithm": "grid", "refit_seeds": [0]}}, "search.refit_seeds is for studies that select"),
+    ({"scheduler": {"type": "asha"}, "search": {"refit_seeds": []}}, "refit_seeds must be a non-empty list"),
+])
+def test_selecting_on_test_is_refused(tmp_path, change, needle):
+    with pytest.raises(StudyError, match=needle):
+        load_study(_write(tmp_path, {**BASE, **change}))
+
+
+def test_a_grid_without_selection_evaluates_on_test():
+    spec = load_study("loss_comparison")
+    assert not spec.selects and {t.phase for t in spec.plan} == {""}
+    assert "eval.split" not in spec.overrides
