@@ -207,11 +207,11 @@ def grid_param_space(spec: StudySpec) -> dict:
     """Tune's param space of a grid study: the trial's index in ``spec.plan`` (what the trainable reads) and,
     under their dotted keys, the values its row varies, so Ray's own results (``params.json``, the ResultGrid's
     dataframe) show ``loss.at_margin`` rather than an index."""
-    keys = [k for k in dict.fromkeys(k for t in spec.plan for k in t.params)]
+    keys = list(dict.fromkeys(k for t in spec.plan for k in t.params))
     values = [{k: get_value(trial_config(spec, t.params, t.row), k) for k in keys} for t in spec.plan]
     space = {TRIAL_INDEX: tune.grid_search([t.index for t in spec.plan])}
     for key in keys:
-        space[key] = tune.sample_from(lambda s, key=key: values[s.config[TRIAL_INDEX]][key])
+        space[key] = tune.sample_from(lambda config, key=key: values[config[TRIAL_INDEX]][key])
     return space
 
 

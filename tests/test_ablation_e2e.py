@@ -47,6 +47,7 @@ def study_runs(tmp_path: Path, name: str):
 def test_tiny_study_end_to_end(tmp_path):
     proc = run_study(tmp_path, "tiny", TINY)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "deprecated" not in proc.stdout + proc.stderr  # the grid's param space is current Tune API
     client, parents, children = study_runs(tmp_path, "tiny")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     parent_id = parents[0].info.run_id

@@ -58,7 +58,8 @@ def train_cli(tmp_path: Path, *overrides: str, timeout: int = 300) -> subprocess
 
 def study_cli(tmp_path: Path, body: dict, *extra: str, timeout: int = 300) -> subprocess.CompletedProcess:
     if _real_data(extra):
-        body = {**body, "overrides": {k: v for k, v in body["overrides"].items() if not k.startswith("data.synthetic_")}}
+        body = {**body, "overrides": {k: v for k, v in body["overrides"].items()
+                                      if not k.startswith("data.synthetic_")}}
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(body))
     cmd = [sys.executable, "-m", "ablation.run", "--study", str(path), "--num-cpus", "2",

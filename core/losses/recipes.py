@@ -203,11 +203,12 @@ def check_loss_type(loss_type: str) -> None:
         raise ValueError(f"unknown loss type {loss_type!r}; valid: {', '.join(sorted(RECIPES))}")
 
 
-def resolve_parts(loss_type: str, cross_modal: bool, loss: LossConfig = LossConfig(),
+def resolve_parts(loss_type: str, cross_modal: bool, loss: Optional[LossConfig] = None,
                   id_anchors_only: Optional[bool] = None) -> tuple[Part, ...]:
-    """The recipe's parts with the weight overrides of ``loss`` (None = the recipe's weight) and the
-    anchors-only switch applied."""
+    """The recipe's parts with the weight overrides of ``loss`` (None = the schema's defaults: the recipe's
+    weights) and the anchors-only switch applied."""
     check_loss_type(loss_type)
+    loss = loss or LossConfig(type=loss_type)
     parts = []
     for part in RECIPES[loss_type].parts(cross_modal):
         weight = getattr(loss, WEIGHT_FIELD[part.component])
