@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from core.config import (Config, ConfigError, coerce_value, copy_config, get_value, load_config, read_yaml_mapping,
                          set_value)
@@ -183,7 +183,7 @@ def canonicalize(spec: StudySpec) -> None:
         spec.baseline = {k: _canonical(where, k, v) for k, v in spec.baseline.items()}
 
 
-def validate_study(spec: StudySpec, set_keys: list[str] = ()) -> None:
+def validate_study(spec: StudySpec, set_keys: Sequence[str] = ()) -> None:
     """Reject impossible specs before Ray starts: unknown keys, bad values, empty grids, unknown algorithms,
     keys a trial never reads, rows that train the same model. ``set_keys``: the overrides that came from
     ``--set``. Fills ``spec.plan``."""
@@ -283,7 +283,7 @@ def _validate_baseline(spec: StudySpec, cfg: Config) -> None:
         _check_key_values(cfg, where, key, [value])
 
 
-def _check_effective(spec: StudySpec, base: Config, set_keys: list[str]) -> None:
+def _check_effective(spec: StudySpec, base: Config, set_keys: Sequence[str]) -> None:
     """Each trial reads every key its row sets; every override is read by some trial; rows differ."""
     from core.effective import check_read, signature, unread_keys
     where = spec.name
@@ -294,8 +294,12 @@ def _check_effective(spec: StudySpec, base: Config, set_keys: list[str]) -> None
             check_read(cfg, row_keys, f"row {trial.row!r}: " if trial else "search.space: ")
         except ConfigError as exc:
             raise StudyError(f"study {where}: {exc}") from None
+    readers = [cfg for _, cfg in configs]
+    if spec.selects:  # the refit trials read what the search trials' validation split leaves aside
+        first = configs[0][0].params if configs[0][0] else {}
+        readers.append(trial_config(spec, {**first, SPLIT_KEY: "test"}))
     for key in spec.overrides:
-        unread = [unread_keys(cfg).get(key) for _, cfg in configs]
+        unread = [unread_keys(cfg).get(key) for cfg in readers]
         if all(unread):
             origin = "--set" if key in set_keys else "overrides"
             raise StudyError(f"study {where}: {origin} {key} is not read {unread[0]}; remove it")

@@ -220,3 +220,12 @@ def test_a_grid_without_selection_evaluates_on_test():
     spec = load_study("loss_comparison")
     assert not spec.selects and {t.phase for t in spec.plan} == {""}
     assert "eval.split" not in spec.overrides
+
+
+def test_an_override_only_the_refit_reads_is_accepted():
+    # the search trials train on train_id.txt and validate on val_id.txt; the refit trials read the training ids
+    spec = load_study("tpe_asha", {"data.sysu_train_ids": "train"})
+    assert spec.overrides["data.sysu_train_ids"] == "train"
+    with pytest.raises(StudyError, match="--set data.sysu_train_ids is not read with data.dataset=synthetic_market"):
+        load_study("loss_comparison", {"data.dataset": "synthetic_market", "data.sampler": "pk",
+                                       "data.sysu_train_ids": "train"})
