@@ -83,9 +83,11 @@ def unread_keys(cfg: Config) -> dict[str, str]:
     """Every key the training of ``cfg`` does not read -> why (a phrase that follows "KEY is not read ")."""
     out: dict[str, str] = {}
     loss_read = recipe_reads(cfg.loss.type, is_cross_modal(cfg))
+    cross_modal_only = set(recipe_reads(cfg.loss.type, True)) - set(recipe_reads(cfg.loss.type, False))
     for f in dataclasses.fields(cfg.loss):
         if f.name not in loss_read:
-            where = "" if is_cross_modal(cfg) else f" on single-modality data (data.dataset={cfg.data.dataset})"
+            where = (f" on single-modality data (data.dataset={cfg.data.dataset})"
+                     if f.name in cross_modal_only and not is_cross_modal(cfg) else "")
             hint = _LOSS_HINTS.get(f.name, f"loss.type={cfg.loss.type} reads "
                                            f"{', '.join('loss.' + k for k in loss_read if k != 'type')}")
             out[f"loss.{f.name}"] = f"by loss.type={cfg.loss.type}{where}; {hint}"

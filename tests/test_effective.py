@@ -88,3 +88,9 @@ def test_training_cli_refuses_an_override_it_would_not_read(tmp_path):
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert "loss.margin is not read by loss.type=expat; expAT's margin is loss.at_margin" in proc.stderr
     assert not (tmp_path / "config.yaml").exists()
+
+
+def test_single_modality_is_named_only_for_keys_the_rgb_ir_form_reads():
+    market = unread_keys(load_config("quick_market", {"loss.type": "expat"}))
+    assert market["loss.margin"] == "by loss.type=expat; expAT's margin is loss.at_margin"
+    assert market["loss.weight_ir2rgb"].startswith("by loss.type=expat on single-modality data")
