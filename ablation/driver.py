@@ -21,13 +21,14 @@ from ray.exceptions import AuthenticationError
 from ray.tune.search import ConcurrencyLimiter
 
 from ablation.progress import StudyProgress
-from ablation.study import SEED_KEY, StudyError, StudySpec, plan_grid, targets_json, trial_config
-from ablation.tracking import (check_tracking_reachable, create_parent_run, ensure_experiment,
+from ablation.study import (SEED_KEY, TRIAL_INDEX, StudyError, StudySpec, Trial, refit_configs, targets_json,
+                            trial_config, trial_from_config)
+from ablation.tracking import (check_tracking_reachable, children, create_parent_run, ensure_experiment,
                                fail_unfinished_children, find_child, find_parent_run, git_commit, open_tracking_store,
                                retry, tracking_credentials)
 from ablation.trainable import StudyContext, run_trial
 from ablation.tune_state import BACKUP_EVERY_S, backup_experiment_state, repair_experiment_state
-from core.config import ConfigError
+from core.config import ConfigError, get_value
 from core.files import probe_write
 from reports.collect import TARGETS_TAG
 
@@ -120,14 +121,14 @@ def prepare_data(spec: StudySpec) -> None:
     from core.factory import build_dataset, check_pretrained
     splits: dict[tuple, object] = {}
     samplers = set()
-    configs = [trial_config(spec, p) for p in plan_grid(spec)] if spec.algorithm == "grid" else [spec.base_config()]
+    configs = [trial_config(spec, t.params, t.row) for t in spec.plan] or [spec.base_config()]
     for cfg in configs:
         try:
             check_pretrained(cfg)
         except ConfigError as exc:
             raise StudyError(f"study {spec.name}: {exc}") from None
         key = (cfg.data.dataset, cfg.data.root, cfg.data.synthetic_ids, cfg.data.synthetic_seed, cfg.data.regdb_trial,
-               cfg.data.sysu_train_ids, cfg.data.on_corrupt)
+               cfg.data.sysu_train_ids, cfg.data.on_corrupt, cfg.eval.split, cfg.eval.val_fraction, cfg.eval.val_seed)
         if key not in splits:
             splits[key] = build_dataset(cfg)
         d = cfg.data
@@ -254,7 +255,7 @@ def build_tuner(spec: StudySpec, ctx: StudyContext, ray_path: str, callback: Tri
     trainable = make_trainable(spec, ctx)
     search_alg, param_space, num_samples = None, {}, 1
     if spec.algorithm == "grid":
-        param_space = {"trial_index": tune.grid_search(list(range(len(ctx.plan))))}
+        param_space = grid_param_space(spec)
     else:
         from ray.tune.search.optuna import OptunaSearch
         param_space = {k: _tune_distribution(d) for k, d in spec.search["space"].items()}
@@ -278,6 +279,18 @@ def build_tuner(spec: StudySpec, ctx: StudyContext, ray_path: str, callback: Tri
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1), callbacks=[callback, StudyProgress(ctx)])
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
+
+
+def grid_param_space(spec: StudySpec) -> dict:
+    """Tune's param space of a grid study: the trial's index in ``spec.plan`` (what the trainable reads) and,
+    under their dotted keys, the values its row varies, so Ray's own results (``params.json``, the ResultGrid's
+    dataframe) show ``loss.at_margin`` rather than an index."""
+    keys = list(dict.fromkeys(k for t in spec.plan for k in t.params))
+    values = [{k: get_value(trial_config(spec, t.params, t.row), k) for k in keys} for t in spec.plan]
+    space = {TRIAL_INDEX: tune.grid_search([t.index for t in spec.plan])}
+    for key in keys:
+        space[key] = tune.sample_from(lambda config, key=key: values[config[TRIAL_INDEX]][key])
+    return space
 
 
 def ctx_verbose() -> int:
@@ -344,16 +357,78 @@ def _open_store(spec: StudySpec, tracking_uri: str, resume: bool) -> MlflowClien
     client = open_tracking_store(tracking_uri)
     if resume:
         exp = retry(lambda: client.get_experiment_by_name(spec.name))
-        if exp is None or find_parent_run(client, exp.experiment_id, spec.name) is None:
+        parent = find_parent_run(client, exp.experiment_id, spec.name) if exp is not None else None
+        if parent is None:
             raise StudyError(f"study {spec.name}: nothing to resume in {tracking_uri}; run it without --resume")
+        check_same_plan(spec, client, exp.experiment_id, parent)
     return client
+
+
+def check_same_plan(spec: StudySpec, client: MlflowClient, exp_id: str, parent) -> None:
+    """A resumed study continues the trials it started: Tune names them by their index in the plan, so the plan
+    must be the one the study started with (same number of trials, and every run already made one of its names).
+    A study file edited since, or one written before variants renamed its rows, is refused in one line."""
+    total = len(spec.plan) if spec.plan else int(spec.search["num_samples"])
+    started = parent.data.params.get("study.trials")
+    names = {t.name for t in spec.plan}
+    made = {r.info.run_name for r in children(client, exp_id, parent.info.run_id)}
+    unknown = sorted(made - names) if spec.plan else []
+    if (started is not None and int(started) != total) or unknown:
+        why = f"it started with {started} trials, the plan now has {total}" if started and int(started) != total \
+            else f"its run {unknown[0]!r} is not a trial of the current plan"
+        raise StudyError(f"study {spec.name}: cannot resume: the study file changed since the study started ({why}); "
+                         f"run it without --resume to start it over")
+
+
+REFIT_SUFFIX = "-refit"  # the refit trials' Ray experiment folder: the search's, with this suffix
+
+
+def _all_ended(states: list[str], total: int) -> bool:
+    return len(states) >= total and all(s in ("TERMINATED", "ERROR") for s in states)
+
+
+def _fit(spec: StudySpec, ctx: StudyContext, path: str, resume: bool, build) -> list[str]:
+    """Run (or, on ``--resume``, continue) one Tune experiment in ``path``; its trials' final statuses."""
+    callback = TrialStatusCallback(ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id, path)
+    if resume and tune.Tuner.can_restore(path):
+        repair_experiment_state(path)
+        tuner = tune.Tuner.restore(path, trainable=make_trainable(spec, ctx), resume_unfinished=True,
+                                   resume_errored=False, restart_errored=False)
+    else:
+        tuner = build(callback)
+    tuner.fit()
+    return _trial_states(path)
+
+
+def select_best(spec: StudySpec, ray_path: str) -> Trial:
+    """The search trial with the best last reported ``spec.metric`` (on the validation split)."""
+    analysis = tune.ExperimentAnalysis(ray_path, default_metric=spec.metric, default_mode=spec.mode)
+    config = analysis.get_best_config(scope="last")
+    if config is None:
+        raise StudyError(f"study {spec.name}: no search trial reported {spec.metric} on the validation split, so "
+                         f"there is nothing to refit; see the failed trials in MLflow")
+    return trial_from_config(spec, config)
+
+
+def build_refit_tuner(spec: StudySpec, ctx: StudyContext, path: str, callback: TrialStatusCallback,
+                      best: Trial) -> tune.Tuner:
+    configs = refit_configs(spec, best)
+    param_space = {k: v for k, v in configs[0].items() if k != SEED_KEY}
+    param_space[SEED_KEY] = tune.grid_search([c[SEED_KEY] for c in configs])
+    tune_config = tune.TuneConfig(metric=spec.metric, mode=spec.mode, scheduler=FIFOScheduler(), reuse_actors=True,
+                                  max_concurrent_trials=spec.max_concurrent or None)
+    run_config = tune.RunConfig(
+        name=Path(path).name, storage_path=str(Path(path).parent), verbose=ctx_verbose(),
+        failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1), callbacks=[callback])
+    return tune.Tuner(make_trainable(spec, ctx), param_space=param_space, tune_config=tune_config,
+                      run_config=run_config)
 
 
 def _run(spec: StudySpec, client: MlflowClient, tracking_uri: str, storage_path: str, resume: bool,
          build_report: bool, started: bool) -> StudyOutcome:
     exp_id = ensure_experiment(client, spec.name)
-    plan = plan_grid(spec) if spec.algorithm == "grid" else []
-    total = len(plan) if plan else int(spec.search["num_samples"])
+    total = len(spec.plan) if spec.plan else int(spec.search["num_samples"])
 
     parent = find_parent_run(client, exp_id, spec.name) if resume else None
     if parent is not None:
@@ -367,21 +442,26 @@ def _run(spec: StudySpec, client: MlflowClient, tracking_uri: str, storage_path:
             tags={"study.metric": spec.metric, "study.mode": spec.mode,
                   "study.group_keys": ",".join(spec.group_keys()), "study.baseline": spec.baseline_label(),
                   "study.ray_path": ray_path, "study.algorithm": spec.algorithm, "git_commit": git_commit(),
-                  TARGETS_TAG: targets_json(spec)},
+                  TARGETS_TAG: targets_json(spec),
+                  **({"study.selection": f"search on eval.split=val; table: best refit on test, seeds "
+                                         f"{spec.refit_seeds}"} if spec.selects else {})},
             params={"study.base": spec.base, "study.trials": total, "study.seeds": spec.seeds,
-                    **{f"study.axis.{k}": v for k, v in spec.axes.items()}})
-    ctx = StudyContext(spec=spec, plan=plan, tracking_uri=tracking_uri, experiment_id=exp_id,
+                    **{f"study.axis.{k}": v for k, v in spec.axes.items()},
+                    **({"study.variants": list(spec.variants)} if spec.variants else {})})
+    ctx = StudyContext(spec=spec, tracking_uri=tracking_uri, experiment_id=exp_id,
                        parent_run_id=parent_id, git_commit=git_commit(), credentials=tracking_credentials())
-    callback = TrialStatusCallback(tracking_uri, exp_id, parent_id, ray_path)
+    refit_path, refit_total = ray_path + REFIT_SUFFIX, len(spec.refit_seeds) if spec.selects else 0
+    states, refit_states = [], []
     try:
-        if parent is not None and tune.Tuner.can_restore(ray_path):
-            repair_experiment_state(ray_path)
-            tuner = tune.Tuner.restore(ray_path, trainable=make_trainable(spec, ctx), resume_unfinished=True, resume_errored=False,
-                                       restart_errored=False)
-        else:
-            tuner = build_tuner(spec, ctx, ray_path, callback)
-        tuner.fit()
-        states = _trial_states(ray_path)
+        states = _fit(spec, ctx, ray_path, parent is not None, lambda callback: build_tuner(spec, ctx, ray_path,
+                                                                                          callback))
+        if spec.selects and _all_ended(states, total):
+            # The search selected on the validation split; its winner is retrained on the full training split
+            # and tested on test, and only those refit trials form the report's table.
+            best = select_best(spec, ray_path)
+            retry(lambda: client.set_tag(parent_id, "study.selected", best.row[:5000]))
+            refit_states = _fit(spec, ctx, refit_path, parent is not None,
+                                lambda callback: build_refit_tuner(spec, ctx, refit_path, callback, best))
     except BaseException:
         fail_unfinished_children(client, exp_id, parent_id, "study driver stopped; continue with --resume")
         retry(lambda: client.set_terminated(parent_id, "FAILED"))
@@ -389,12 +469,12 @@ def _run(spec: StudySpec, client: MlflowClient, tracking_uri: str, storage_path:
     finally:
         if started:
             ray.shutdown()  # stops the trial workers before their runs are closed below
-    unfinished = len(states) < total or any(s not in ("TERMINATED", "ERROR") for s in states)
-    if unfinished:
+    if not _all_ended(states, total) or not _all_ended(refit_states, refit_total):
         fail_unfinished_children(client, exp_id, parent_id, "study interrupted; continue with --resume")
         retry(lambda: client.set_tag(parent_id, "interrupted", "true"))
         retry(lambda: client.set_terminated(parent_id, "FAILED"))
-        raise StudyInterrupted(f"{sum(s == 'TERMINATED' for s in states)} of {total} trials ended; run "
+        ended = sum(s == "TERMINATED" for s in [*states, *refit_states])
+        raise StudyInterrupted(f"{ended} of {total + refit_total} trials ended; run "
                                f"`python -m ablation.run --study {spec.name} --resume` to finish the rest")
     fail_unfinished_children(client, exp_id, parent_id, "trial ended without closing its run")
     report_path = None
@@ -406,5 +486,5 @@ def _run(spec: StudySpec, client: MlflowClient, tracking_uri: str, storage_path:
     retry(lambda: client.set_terminated(parent_id, "FINISHED"))
     statuses = [r.info.status for r in retry(lambda: client.search_runs(
         [exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'", max_results=10000))]
-    return StudyOutcome(spec.name, parent_id, tracking_uri, ray_path, total, statuses.count("FINISHED"),
+    return StudyOutcome(spec.name, parent_id, tracking_uri, ray_path, total + refit_total, statuses.count("FINISHED"),
                         statuses.count("FAILED"), report_path)

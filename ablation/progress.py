@@ -20,8 +20,8 @@ from typing import Any, TextIO
 from ray import tune
 from tqdm import tqdm
 
-from ablation.study import trial_name
-from ablation.trainable import StudyContext, trial_params
+from ablation.study import trial_from_config
+from ablation.trainable import StudyContext
 
 REFRESH_S = 1.0  # at most this long between redraws of the terminal display (the issue asks for <= 10 s)
 # ablation.trainable ends a trial that failed for good (NaN loss, bad data) normally, reporting {"failed": 1}:
@@ -96,7 +96,7 @@ class StudyProgress(tune.Callback):
     def name(self, trial) -> str:
         if trial.trial_id not in self._names:
             try:
-                self._names[trial.trial_id] = trial_name(self.ctx.spec, trial_params(self.ctx, trial.config))
+                self._names[trial.trial_id] = trial_from_config(self.ctx.spec, trial.config).name
             except (KeyError, IndexError, TypeError):
                 self._names[trial.trial_id] = str(trial.trial_id)
         return self._names[trial.trial_id]

@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ablation.study import StudyError, StudySpec, load_study, plan_grid, trial_name
+from ablation.study import StudyError, StudySpec, load_study
 from core.config import ConfigError, parse_overrides
 from core.train import one_line, short_warnings
 
@@ -49,12 +49,15 @@ def describe_plan(spec: StudySpec) -> str:
              f"scheduler {spec.scheduler.get('type', 'fifo')}, metric {spec.metric} ({spec.mode})",
              f"resources per trial: {spec.resources}; overrides: {spec.overrides or '{}'}"]
     if spec.algorithm == "grid":
-        plan = plan_grid(spec)
-        lines.append(f"{len(plan)} trials:")
-        lines += [f"  {i:3d}  {trial_name(spec, p)}" for i, p in enumerate(plan)]
+        rows = list(dict.fromkeys(t.row for t in spec.plan))
+        lines.append(f"{len(spec.plan)} trials, {len(rows)} distinct rows x {len(spec.seeds)} seeds:")
+        lines += [f"  {t.index:3d}  {t.name}" for t in spec.plan]
     else:
         lines.append(f"{spec.search['num_samples']} trials sampled by {spec.algorithm} over "
                      f"{list(spec.search['space'])} (seed {spec.seeds[0]})")
+    if spec.selects:
+        lines.append(f"selection on eval.split=val; then the best configuration is retrained on the full training "
+                     f"split for seeds {spec.refit_seeds} and evaluated on test: the report's table")
     return "\n".join(lines)
 
 

@@ -1,8 +1,14 @@
 """Study specifications (``search_spaces/NAME.yaml``): parsing, validation and the trial plan.
 
-A study is a base preset plus fixed overrides, grid axes over dotted config keys, seeds, an optional search
-algorithm (Optuna TPE) and scheduler (ASHA), resources per trial and the metric to optimise. Every key is checked
-against the config schema before anything runs, so a typo fails in a second, not after an hour of training.
+A study is a base preset plus fixed overrides, named ``variants`` (each a row of the ablation table with its own
+overrides), grid axes over dotted config keys, seeds, an optional search algorithm (Optuna TPE) and scheduler
+(ASHA), resources per trial and the metric to optimise. Variants x axes x seeds is the plan, computed once here
+(:attr:`StudySpec.plan`) and used as it is by the CLI, the driver and the trials.
+
+Every key is checked against the config schema before anything runs, so a typo fails in a second, not after an
+hour of training; values are held as the schema holds them (``model.neck: no`` is ``"no"``, never ``False``).
+Each trial's effective configuration (``core.effective``) is checked too: a key a trial sets but never reads, and
+two rows that resolve to the same training, are refused with the key named.
 """
 from __future__ import annotations
 
@@ -10,25 +16,42 @@ import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional, Sequence
 
-from core.config import Config, ConfigError, copy_config, get_value, load_config, read_yaml_mapping, set_value
+from core.config import (Config, ConfigError, coerce_value, copy_config, get_value, load_config, read_yaml_mapping,
+                         set_value)
 
 STUDY_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 SEED_KEY = "solver.seed"
+TRIAL_INDEX = "trial_index"  # in a grid trial's Tune config, next to its dotted keys: its place in the plan
+# In a refit trial's Tune config, next to its dotted keys: the phase, and the row and variant it refits.
+PHASE_KEY, ROW_KEY, VARIANT_KEY = "phase", "row", "variant"
+SPLIT_KEY = "eval.split"
+SEARCH, REFIT = "search", "refit"  # the phases of a study that selects hyperparameters (tag ``phase``)
 # What the trainer reports each epoch (see docs/ARCHITECTURE.md); a study may only optimise one of these.
 REPORTED_METRICS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP", "loss", "loss_id", "loss_metric",
                     "loss_center")
 SEARCH_ALGORITHMS = ("grid", "optuna")
 SCHEDULERS = ("fifo", "asha")
 SPACE_TYPES = ("float", "loguniform", "int", "choice")
-TOP_LEVEL = ("name", "description", "base", "overrides", "axes", "seeds", "group_by", "baseline", "search",
-             "scheduler", "metric", "mode", "resources", "max_concurrent", "max_failures", "checkpoint_interval_s",
-             "targets")
+TOP_LEVEL = ("name", "description", "base", "overrides", "variants", "axes", "seeds", "group_by", "baseline",
+             "search", "scheduler", "metric", "mode", "resources", "max_concurrent", "max_failures",
+             "checkpoint_interval_s", "targets")
 
 
 class StudyError(ValueError):
     """A study spec that cannot run; the message names the field and the fix."""
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One planned trial: its report row, the dotted overrides on top of base + overrides, and its run name."""
+    index: int
+    row: str  # the report row (group label): the variant name and/or ``key=value, ...`` of the axes
+    variant: Optional[str]
+    params: dict  # dotted key -> value (schema form), the seed included
+    name: str  # MLflow run name, e.g. ``CS-BN/seed=1`` or ``expat_center/margin=0.5/seed=1``
+    phase: str = ""  # studies that select: "search" (on eval.split=val) or "refit" (the best, on test)
 
 
 @dataclass
@@ -37,10 +60,11 @@ class StudySpec:
     base: str
     description: str = ""
     overrides: dict[str, Any] = field(default_factory=dict)
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # row name -> dotted overrides
     axes: dict[str, list] = field(default_factory=dict)
     seeds: list[int] = field(default_factory=lambda: [0])
     group_by: list[str] = field(default_factory=list)
-    baseline: dict[str, Any] = field(default_factory=dict)
+    baseline: Any = field(default_factory=dict)  # {key: value} of a row, or the name of a variant
     search: dict[str, Any] = field(default_factory=lambda: {"algorithm": "grid"})
     scheduler: dict[str, Any] = field(default_factory=lambda: {"type": "fifo"})
     metric: str = "rank1"
@@ -52,12 +76,23 @@ class StudySpec:
     # and ~0.1 s a copy): a trial hands over at most one per this many seconds, and always its last epoch's. A
     # crashed trial so repeats at most this much training; 0 hands over every checkpoint the trainer writes.
     checkpoint_interval_s: float = 30.0
+    plan: list[Trial] = field(default_factory=list)  # grid studies: every trial, set by validate_study
     # Published numbers per report row: {source: str, rows: [{group: {key: value}, name?, rank1?, mAP?}]}.
     targets: dict[str, Any] = field(default_factory=dict)
 
     @property
     def algorithm(self) -> str:
         return self.search.get("algorithm", "grid")
+
+    @property
+    def selects(self) -> bool:
+        """Whether the study picks a winner (a search algorithm, or a scheduler that stops trials early): such a
+        study selects on eval.split=val and then refits the winner on the full training split, tested on test."""
+        return self.algorithm != "grid" or self.scheduler.get("type", "fifo") != "fifo"
+
+    @property
+    def refit_seeds(self) -> list[int]:
+        return list(self.search.get("refit_seeds", self.seeds))
 
     def base_config(self) -> Config:
         return load_config(self.base, dict(self.overrides))
@@ -66,15 +101,30 @@ class StudySpec:
         return list(self.search.get("space", {}))
 
     def group_keys(self) -> list[str]:
-        """Keys that define a report row: ``group_by`` or every varied key except the seed."""
-        return self.group_by or [k for k in [*self.axes, *self.space_keys()] if k != SEED_KEY]
+        """Keys shown as report columns: ``group_by``, or every key the variants, axes or search space vary
+        (the seed aside)."""
+        varied = [k for v in self.variants.values() for k in v] + [*self.axes, *self.space_keys()]
+        return self.group_by or [k for k in dict.fromkeys(varied) if k != SEED_KEY]
 
     def baseline_label(self) -> str:
+        if isinstance(self.baseline, str):
+            return self.baseline
         return group_label(self.baseline) if self.baseline else ""
 
 
+def format_value(value: Any) -> str:
+    """A schema value as labels and run names show it: floats in 4 significant digits, the rest as ``str``."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def group_label(params: dict[str, Any]) -> str:
+    """``loss.type=expat, model.neck=no``: dotted keys with the schema's values."""
     return ", ".join(f"{k}={v}" for k, v in params.items())
+
+
+def row_label(variant: Optional[str], axis_values: dict[str, Any]) -> str:
+    """A report row: the variant's name, then the axis values (``CS-BN, loss.at_margin=0.5``)."""
+    return ", ".join(x for x in (variant, group_label(axis_values)) if x)
 
 
 def list_studies() -> list[str]:
@@ -97,35 +147,66 @@ def load_study(name_or_path: str, extra_overrides: dict[str, Any] | None = None)
     spec = StudySpec(**body)
     if extra_overrides:
         spec.overrides = {**spec.overrides, **extra_overrides}
-    validate_study(spec)
+    validate_study(spec, set_keys=list(extra_overrides or ()))
     return spec
 
 
-def _check_key_values(cfg: Config, where: str, key: str, values: list) -> None:
-    for v in values:
-        try:
-            set_value(copy_config(cfg), key, v)
-        except ConfigError as exc:
-            raise StudyError(f"study {where}: {exc}") from None
-
-
-def validate_study(spec: StudySpec) -> None:
-    """Reject impossible specs before Ray starts: unknown keys, bad values, empty grids, unknown algorithms."""
-    where = spec.name
+def _canonical(where: str, key: str, value: Any) -> Any:
+    """``value`` in the schema's form for ``key`` (the one rule for YAML booleans included), or a StudyError."""
     try:
-        cfg = spec.base_config()
+        return coerce_value(key, value)
     except ConfigError as exc:
-        raise StudyError(f"study {where}: base/overrides: {exc}") from None
+        raise StudyError(f"study {where}: {exc}") from None
+
+
+def _canonical_mapping(where: str, what: str, mapping: Any) -> dict[str, Any]:
+    if not isinstance(mapping, dict):
+        raise StudyError(f"study {where}: '{what}' must map dotted config keys to values, got {mapping!r}")
+    return {key: _canonical(where, key, value) for key, value in mapping.items()}
+
+
+def canonicalize(spec: StudySpec) -> None:
+    """Hold every value of the spec as the schema holds it, so plans, run names, labels and params agree."""
+    where = spec.name
+    spec.overrides = _canonical_mapping(where, "overrides", spec.overrides)
+    if not isinstance(spec.variants, dict):
+        raise StudyError(f"study {where}: 'variants' must map row names to mappings of config overrides")
+    spec.variants = {str(name): _canonical_mapping(where, f"variants.{name}", body or {})
+                     for name, body in spec.variants.items()}
     if not isinstance(spec.axes, dict):
         raise StudyError(f"study {where}: 'axes' must map config keys to lists of values")
     for key, values in spec.axes.items():
         if not isinstance(values, list) or not values:
             raise StudyError(f"study {where}: axis {key!r} has an empty or non-list grid; give a list of values")
+    spec.axes = {key: [_canonical(where, key, v) for v in values] for key, values in spec.axes.items()}
+    for key, dist in (spec.search.get("space") or {}).items():
+        if isinstance(dist, dict) and isinstance(dist.get("values"), list):
+            dist["values"] = [_canonical(where, key, v) for v in dist["values"]]
+    if isinstance(spec.baseline, dict):
+        spec.baseline = {k: _canonical(where, k, v) for k, v in spec.baseline.items()}
+
+
+def validate_study(spec: StudySpec, set_keys: Sequence[str] = ()) -> None:
+    """Reject impossible specs before Ray starts: unknown keys, bad values, empty grids, unknown algorithms,
+    keys a trial never reads, rows that train the same model. ``set_keys``: the overrides that came from
+    ``--set``. Fills ``spec.plan``."""
+    where = spec.name
+    canonicalize(spec)
+    if spec.algorithm in SEARCH_ALGORITHMS and spec.scheduler.get("type", "fifo") in SCHEDULERS:
+        _leak_free(spec)
+    try:
+        cfg = spec.base_config()
+    except ConfigError as exc:
+        raise StudyError(f"study {where}: base/overrides: {exc}") from None
+    for key, values in spec.axes.items():
         _check_key_values(cfg, where, key, values)
     if not isinstance(spec.seeds, list) or not spec.seeds or not all(isinstance(s, int) for s in spec.seeds):
         raise StudyError(f"study {where}: 'seeds' must be a non-empty list of integers, e.g. [0, 1, 2]")
-    if SEED_KEY in spec.axes:
-        raise StudyError(f"study {where}: put seeds under 'seeds', not as an axis {SEED_KEY}")
+    if SEED_KEY in spec.axes or any(SEED_KEY in v for v in spec.variants.values()):
+        raise StudyError(f"study {where}: put seeds under 'seeds', not as an axis or a variant's {SEED_KEY}")
+    shared = sorted({k for v in spec.variants.values() for k in v} & set(spec.axes))
+    if shared:
+        raise StudyError(f"study {where}: {shared[0]} is both an axis and set by a variant; set it in one place")
     if spec.algorithm not in SEARCH_ALGORITHMS:
         raise StudyError(f"study {where}: search.algorithm {spec.algorithm!r} is unknown; use one of "
                          f"{list(SEARCH_ALGORITHMS)}")
@@ -137,6 +218,9 @@ def validate_study(spec: StudySpec) -> None:
             _validate_space_entry(cfg, where, key, dist)
         if int(spec.search.get("num_samples", 0)) < 1:
             raise StudyError(f"study {where}: search.num_samples must be >= 1 for optuna")
+        if spec.variants or spec.axes:
+            raise StudyError(f"study {where}: variants and axes are for grid studies; with search.algorithm=optuna "
+                             f"put the varied keys in search.space")
     elif spec.search.get("space"):
         raise StudyError(f"study {where}: search.space is only used with search.algorithm=optuna")
     stype = spec.scheduler.get("type", "fifo")
@@ -152,11 +236,7 @@ def validate_study(spec: StudySpec) -> None:
             get_value(cfg, key)
         except ConfigError as exc:
             raise StudyError(f"study {where}: group_by: {exc}") from None
-    for key, value in spec.baseline.items():
-        if key not in spec.group_keys():
-            raise StudyError(f"study {where}: baseline key {key!r} is not one of the grouping keys "
-                             f"{spec.group_keys()}")
-        _check_key_values(cfg, where, key, [value])
+    _validate_baseline(spec, cfg)
     if isinstance(spec.checkpoint_interval_s, bool) or not isinstance(spec.checkpoint_interval_s, (int, float)) \
             or spec.checkpoint_interval_s < 0:
         raise StudyError(f"study {where}: checkpoint_interval_s must be a number of seconds >= 0 (0 = every "
@@ -165,9 +245,89 @@ def validate_study(spec: StudySpec) -> None:
     if extra or spec.resources.get("cpu", 1) <= 0 or spec.resources.get("gpu", 0) < 0:
         raise StudyError(f"study {where}: resources must be {{cpu: >0, gpu: >=0}}, got {spec.resources}")
     targets_json(spec)  # refuses malformed targets
-    # Every grid point must form a valid config (e.g. a batch size that the instances divide).
-    for trial in plan_grid(spec):
-        trial_config(spec, trial)
+    spec.plan = plan_trials(spec) if spec.algorithm == "grid" else []
+    _check_effective(spec, cfg, set_keys)
+
+
+def _leak_free(spec: StudySpec) -> None:
+    """A study that selects evaluates its search trials on the validation split, never on test."""
+    if not spec.selects:
+        if "refit_seeds" in spec.search:
+            raise StudyError(f"study {spec.name}: search.refit_seeds is for studies that select (a search "
+                             f"algorithm or an early-stopping scheduler); remove it")
+        return
+    split = spec.overrides.get(SPLIT_KEY, "val")
+    if split != "val" or any(SPLIT_KEY in p for p in [*spec.variants.values(), spec.axes]):
+        raise StudyError(f"study {spec.name}: it selects hyperparameters (search.algorithm={spec.algorithm}, "
+                         f"scheduler {spec.scheduler.get('type', 'fifo')}), so its search trials evaluate on "
+                         f"{SPLIT_KEY}=val and the refit trials on test; remove {SPLIT_KEY} from the study")
+    seeds = spec.search.get("refit_seeds", spec.seeds)
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(x, int) and not isinstance(x, bool)
+                                                           for x in seeds):
+        raise StudyError(f"study {spec.name}: search.refit_seeds must be a non-empty list of integers, e.g. [0, 1, 2]")
+    spec.overrides = {**spec.overrides, SPLIT_KEY: "val"}
+
+
+def _validate_baseline(spec: StudySpec, cfg: Config) -> None:
+    where = spec.name
+    if isinstance(spec.baseline, str):
+        if spec.baseline not in spec.variants or spec.axes:
+            raise StudyError(f"study {where}: baseline {spec.baseline!r} must name one of the variants "
+                             f"{list(spec.variants)} (in a study without axes)")
+        return
+    if not isinstance(spec.baseline, dict):
+        raise StudyError(f"study {where}: baseline must be a variant name or a mapping of grouping keys to values")
+    if spec.baseline and spec.variants:
+        raise StudyError(f"study {where}: with variants, baseline names a variant (e.g. baseline: "
+                         f"{next(iter(spec.variants))})")
+    for key, value in spec.baseline.items():
+        if key not in spec.group_keys():
+            raise StudyError(f"study {where}: baseline key {key!r} is not one of the grouping keys "
+                             f"{spec.group_keys()}")
+        _check_key_values(cfg, where, key, [value])
+
+
+def _check_effective(spec: StudySpec, base: Config, set_keys: Sequence[str]) -> None:
+    """Each trial reads every key its row sets; every override is read by some trial; rows differ."""
+    from core.effective import check_read, signature, unread_keys
+    where = spec.name
+    configs = [(t, trial_config(spec, t.params)) for t in spec.plan] or [(None, base)]
+    for trial, cfg in configs:
+        row_keys = [k for k in trial.params if k != SEED_KEY] if trial else spec.space_keys()
+        try:
+            check_read(cfg, row_keys, f"row {trial.row!r}: " if trial else "search.space: ")
+        except ConfigError as exc:
+            raise StudyError(f"study {where}: {exc}") from None
+    readers = [cfg for _, cfg in configs]
+    if spec.selects:  # the refit trials read what the search trials' validation split leaves aside
+        first = configs[0][0].params if configs[0][0] else {}
+        readers.append(trial_config(spec, {**first, SPLIT_KEY: "test"}))
+    for key in spec.overrides:
+        unread = [unread_keys(cfg).get(key) for cfg in readers]
+        if all(unread):
+            origin = "--set" if key in set_keys else "overrides"
+            raise StudyError(f"study {where}: {origin} {key} is not read {unread[0]}; remove it")
+    rows: dict[tuple, Trial] = {}
+    first_seed = spec.seeds[0]
+    for trial, cfg in configs:
+        if trial is None or trial.params[SEED_KEY] != first_seed:
+            continue
+        sig = signature(cfg)
+        if sig in rows:
+            other = rows[sig]
+            keys = [k for k in dict.fromkeys([*other.params, *trial.params])
+                    if other.params.get(k) != trial.params.get(k)]
+            raise StudyError(f"study {where}: rows {other.row!r} and {trial.row!r} resolve to the same training; "
+                             f"{' and '.join(keys) or 'nothing'} makes no difference once resolved; drop one row")
+        rows[sig] = trial
+
+
+def _check_key_values(cfg: Config, where: str, key: str, values: list) -> None:
+    for v in values:
+        try:
+            set_value(copy_config(cfg), key, v)
+        except ConfigError as exc:
+            raise StudyError(f"study {where}: {exc}") from None
 
 
 def _validate_space_entry(cfg: Config, where: str, key: str, dist: Any) -> None:
@@ -183,37 +343,46 @@ def _validate_space_entry(cfg: Config, where: str, key: str, dist: Any) -> None:
         _check_key_values(cfg, where, key, [dist["low"], dist["high"]])
 
 
-def plan_grid(spec: StudySpec) -> list[dict[str, Any]]:
-    """The cartesian product of the grid axes and the seeds: one dict of dotted overrides per trial."""
+def plan_trials(spec: StudySpec) -> list[Trial]:
+    """Variants x grid axes x seeds, in that order: one :class:`Trial` each. Every trial must form a valid
+    config (e.g. a batch size that the instances divide)."""
     keys = list(spec.axes)
+    variants = list(spec.variants.items()) or [(None, {})]
     trials = []
-    for combo in itertools.product(*[spec.axes[k] for k in keys]):
-        for seed in spec.seeds:
-            trials.append({**dict(zip(keys, combo)), SEED_KEY: seed})
+    for variant, overrides in variants:
+        for combo in itertools.product(*[spec.axes[k] for k in keys]):
+            axis_values = dict(zip(keys, combo))
+            for seed in spec.seeds:
+                params = {**overrides, **axis_values, SEED_KEY: seed}
+                trial = Trial(index=len(trials), row=row_label(variant, axis_values), variant=variant,
+                              params=params, name=trial_name(params, variant, axis_values),
+                              phase=SEARCH if spec.selects else "")
+                trial_config(spec, trial.params, trial.row)
+                trials.append(trial)
     return trials
 
 
-def trial_config(spec: StudySpec, params: dict[str, Any]) -> Config:
+def trial_config(spec: StudySpec, params: dict[str, Any], row: str | None = None) -> Config:
     try:
         return load_config(spec.base, {**spec.overrides, **params})
     except ConfigError as exc:
-        raise StudyError(f"study {spec.name}: trial {group_label(params)}: {exc}") from None
+        raise StudyError(f"study {spec.name}: trial {row or group_label(params)}: {exc}") from None
 
 
 def short_key(key: str) -> str:
     return key.split(".")[-1]
 
 
-def trial_name(spec: StudySpec, params: dict[str, Any]) -> str:
-    """Readable run names for the MLflow compare view: ``expat_center/margin=0.5/seed=1``."""
-    parts = []
-    ordered = sorted(params.items(), key=lambda kv: kv[0] != "loss.type")  # the algorithm reads best first
+def trial_name(params: dict[str, Any], variant: Optional[str] = None, shown: dict[str, Any] | None = None) -> str:
+    """Readable run names for the MLflow compare view: ``expat_center/margin=0.5/seed=1``, or with a variant
+    ``CS-BN/seed=1``. ``shown``: the keys to name (default: every key of ``params``)."""
+    parts = [variant] if variant else []
+    shown = params if shown is None else shown
+    ordered = sorted(shown.items(), key=lambda kv: kv[0] != "loss.type")  # the algorithm reads best first
     for key, value in ordered:
         if key == SEED_KEY:
             continue
-        if isinstance(value, float):
-            value = f"{value:.4g}"
-        parts.append(str(value) if key == "loss.type" else f"{short_key(key)}={value}")
+        parts.append(str(value) if key == "loss.type" else f"{short_key(key)}={format_value(value)}")
     parts.append(f"seed={params.get(SEED_KEY, 0)}")
     return "/".join(parts)
 
@@ -254,3 +423,28 @@ def targets_json(spec: StudySpec) -> str:
         rows[label] = {**{m: float(v) for m, v in numbers.items()}, **({"name": str(row["name"])} if "name" in row
                                                                        else {})}
     return json.dumps({"source": t["source"].strip(), "rows": rows})
+
+
+def trial_from_config(spec: StudySpec, config: dict[str, Any]) -> Trial:
+    """The trial a Tune config stands for: a trial of the plan (grid studies name its index), a refit trial, or
+    the values a search algorithm sampled; values in the schema's form, keyed by dotted config keys."""
+    if TRIAL_INDEX in config:
+        return spec.plan[config[TRIAL_INDEX]]
+    reserved = (PHASE_KEY, ROW_KEY, VARIANT_KEY)
+    params = {k: coerce_value(k, v) for k, v in config.items() if k not in reserved}
+    params.setdefault(SEED_KEY, spec.seeds[0])
+    shown = {k: params[k] for k in spec.group_keys() if k in params}
+    if config.get(PHASE_KEY) == REFIT:
+        variant = config.get(VARIANT_KEY) or None
+        return Trial(index=-1, row=config[ROW_KEY], variant=variant, params=params,
+                     name=f"{REFIT}/{trial_name(params, variant, shown)}", phase=REFIT)
+    return Trial(index=-1, row=group_label(shown), variant=None, params=params, name=trial_name(params, None, shown),
+                 phase=SEARCH if spec.selects else "")
+
+
+def refit_configs(spec: StudySpec, best: Trial) -> list[dict[str, Any]]:
+    """Tune configs of the refit trials: the best search trial's settings on the full training split, tested on
+    test, once per ``search.refit_seeds``."""
+    params = {k: v for k, v in best.params.items() if k not in (SEED_KEY, SPLIT_KEY)}
+    return [{PHASE_KEY: REFIT, ROW_KEY: best.row, VARIANT_KEY: best.variant or "", **params, SPLIT_KEY: "test",
+             SEED_KEY: seed} for seed in spec.refit_seeds]

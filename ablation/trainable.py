@@ -19,18 +19,19 @@ from mlflow.tracking import MlflowClient
 import ray
 from ray import tune
 
-from ablation.study import SEED_KEY, StudySpec, group_label, trial_config, trial_name
+from ablation.study import StudySpec, trial_config, trial_from_config
 from ablation.tracking import TrialRun, find_child, retry
-from core.config import ConfigError, get_value, to_flat_dict, to_yaml
+from core.config import ConfigError, to_yaml
+from core.effective import effective_params, resolve
 from core.data import DatasetError
 from core.engine import NonFiniteLossError, train
 
 
 @dataclass(frozen=True)
 class StudyContext:
-    """What every trial needs to know about its study (passed with ``tune.with_parameters``)."""
+    """What every trial needs to know about its study (passed with ``tune.with_parameters``); the spec carries
+    the plan (``spec.plan``)."""
     spec: StudySpec
-    plan: list  # grid studies: the overrides of trial i; search studies: empty
     tracking_uri: str
     experiment_id: str
     parent_run_id: str
@@ -40,35 +41,28 @@ class StudyContext:
     credentials: dict[str, str] = field(default_factory=dict, repr=False)
 
 
-def trial_params(ctx: StudyContext, config: dict[str, Any]) -> dict[str, Any]:
-    """Dotted overrides of this trial: a row of the grid plan, or the values the search algorithm sampled."""
-    if "trial_index" in config:
-        return dict(ctx.plan[config["trial_index"]])
-    params = dict(config)
-    params.setdefault(SEED_KEY, ctx.spec.seeds[0])
-    return params
-
-
 def run_trial(config: dict[str, Any], ctx: StudyContext) -> None:
     spec = ctx.spec
     os.environ.update(ctx.credentials)  # read by every MlflowClient of this worker
-    params = trial_params(ctx, config)
-    cfg = trial_config(spec, params)
+    trial = trial_from_config(spec, config)
+    # The trial trains, logs and saves its effective configuration: auto and default weights resolved.
+    cfg = resolve(trial_config(spec, trial.params, trial.row))
     resources = spec.resources
     cfg.run.threads = max(1, int(resources.get("cpu", 1)))  # threads follow the trial's CPU share
     cfg.run.device = "cuda" if resources.get("gpu", 0) > 0 else "cpu"
     cfg.run.progress = False
     context = tune.get_context()
     trial_id = context.get_trial_id()
-    group = {k: get_value(cfg, k) for k in spec.group_keys()}
     if _report_if_ended(ctx, trial_id):
         return
-    run = TrialRun(ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id, trial_id,
-                   run_name=trial_name(spec, params),
-                   tags={"study": spec.name, "group": group_label(group), "seed": str(cfg.solver.seed),
-                         "git_commit": ctx.git_commit, "node_id": ray.get_runtime_context().get_node_id(),
-                         "hostname": socket.gethostname()},
-                   params=to_flat_dict(cfg))
+    tags = {"study": spec.name, "group": trial.row, "seed": str(cfg.solver.seed), "git_commit": ctx.git_commit,
+            "node_id": ray.get_runtime_context().get_node_id(), "hostname": socket.gethostname()}
+    if trial.variant:
+        tags["variant"] = trial.variant
+    if trial.phase:
+        tags["phase"] = trial.phase  # search (selects on eval.split=val) or refit (the report's table, on test)
+    run = TrialRun(ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id, trial_id, run_name=trial.name,
+                   tags=tags, params=effective_params(cfg))
     run.log_text(to_yaml(cfg), "config.yaml")
     # The trainer's working checkpoint lives in a scratch folder removed when the trial ends: Tune keeps its own
     # copy of every reported checkpoint, and a copy in the trial folder would pile up in Ray's session folders.

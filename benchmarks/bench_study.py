@@ -102,10 +102,10 @@ def run_loop(spec, folder: Path, indices: list[int] | None = None) -> dict:
     study's trainable. ``cpu`` is the process CPU time over the wall time (about 1.0 for one busy core)."""
     import resource
     import torch
-    from ablation.study import plan_grid, trial_config
+    from ablation.study import trial_config
     from core.engine import train
     threads = torch.get_num_threads()
-    plan = plan_grid(spec)
+    plan = [t.params for t in spec.plan]
     epoch_time = 0.0
     r0 = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
@@ -125,8 +125,7 @@ def run_loop(spec, folder: Path, indices: list[int] | None = None) -> dict:
 
 def run_loop_split(spec, folder: Path, study_fn) -> tuple[dict, object]:
     """Half of the loop before ``study_fn()``, half after: slow drifts of a shared machine's load hit both sides."""
-    from ablation.study import plan_grid
-    n = len(plan_grid(spec))
+    n = len(spec.plan)
     first = run_loop(spec, folder, list(range(0, n, 2)))
     result = study_fn()
     second = run_loop(spec, folder, list(range(1, n, 2)))
@@ -222,14 +221,14 @@ def time_worker_imports() -> float:
 def time_mlflow_per_trial(spec, folder: Path, n: int, epochs: int) -> float:
     """One trial's MLflow calls (worker side + the driver callback's lookup), averaged over ``n`` trials."""
     from mlflow.tracking import MlflowClient
-    from ablation.study import plan_grid, trial_config
+    from ablation.study import trial_config
     from ablation.tracking import (TrialRun, create_parent_run, ensure_experiment, find_child)
     from core.config import to_flat_dict, to_yaml
     uri = f"sqlite:///{folder / 'mlflow_probe.db'}"
     client = MlflowClient(uri)
     exp_id = ensure_experiment(client, "probe")
     parent = create_parent_run(client, exp_id, "probe", tags={}, params={"study.trials": n})
-    cfg = trial_config(spec, plan_grid(spec)[0])
+    cfg = trial_config(spec, spec.plan[0].params)
     metrics = {"loss": 1.0, "loss_id": 1.0, "loss_metric": 0.5, "lr": 1e-3, "images_per_sec": 100.0,
                "time_epoch": 1.0, "rank1": 50.0, "rank5": 60.0, "rank10": 70.0, "rank20": 80.0, "mAP": 40.0,
                "mINP": 20.0}

@@ -15,6 +15,8 @@ from typing import Any, Literal, Optional
 
 import yaml
 
+from core.necks import RECIPE_NECK
+
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 
 
@@ -55,8 +57,9 @@ class ModelConfig:
     stem_relu: bool = True  # ReLU after the stem's BN; the authors' RGB code (market/duke presets) skips it
     pretrained: str = ""  # a local torchvision ImageNet state dict; "" or "none" = random init; "required" (paper
     #                       presets) = refused until a path or "none" is given
-    neck: Literal["auto", "no", "bnneck", "csbn"] = "auto"  # auto = the neck of loss.type's recipe
-    modality_specific_bn: bool = True  # CS-BN: one BN per modality (authors' RGB-IR code) or one shared BN
+    # BN layout and the feature each loss consumes (core.necks); auto = the neck loss.type's reference code uses
+    neck: Literal["auto", "no", "bnneck", "csbn"] = "auto"
+    modality_specific_bn: bool = True  # csbn only: one BN per modality (authors' RGB-IR code) or one shared BN
     bn_bias_learnable: bool = False
     test_feature: Literal["before", "after"] = "after"
     bn_groups: Literal["separate", "joint"] = "separate"  # triplet batches: BN per role+modality (authors) or joint
@@ -109,6 +112,12 @@ class EvalConfig:
     trial_seed: int = 0
     regdb_direction: Literal["visible2thermal", "thermal2visible"] = "visible2thermal"
     batch_size: int = 128
+    # test: the dataset's query/gallery (the protocol). val: identities the training never sees, for selecting
+    # hyperparameters (SYSU layouts: exp/val_id.txt, training on train_id.txt; others: a seeded hold-out of
+    # eval.val_fraction of the training identities, drawn with eval.val_seed).
+    split: Literal["test", "val"] = "test"
+    val_fraction: float = 0.2
+    val_seed: int = 0
 
 
 @dataclass
@@ -164,6 +173,7 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "eval.every": (lambda v: v >= 1, ">= 1"),
     "eval.trials": (lambda v: v >= 1, ">= 1"),
     "eval.batch_size": (lambda v: v >= 1, ">= 1"),
+    "eval.val_fraction": (lambda v: 0 < v < 1, "in (0, 1)"),
     "run.threads": (lambda v: v >= 0, ">= 0"),
     "run.checkpoint_every": (lambda v: v >= 1, ">= 1"),
     # Seeds feed numpy's generators, which take 0 .. 2**32 - 1.
@@ -187,6 +197,17 @@ def schema_keys() -> list[str]:
     return [f"{s}.{k}" for s, cls in _sections().items() for k in _field_types(cls)]
 
 
+def _yaml_bool_word(key: str, value: bool, allowed: tuple) -> str:
+    """The one rule for a YAML boolean given to a string key: YAML 1.1 reads a bare ``no``/``yes`` (also
+    ``off``/``on``, ``false``/``true``) as a boolean, so ``false`` stands for ``no`` and ``true`` for ``yes`` where
+    the key allows that word; anything else is refused with the fix (quote the value)."""
+    word = "yes" if value else "no"
+    if word in allowed:
+        return word
+    raise ConfigError(f"{key}: got the YAML boolean {value!r} for a string setting; quote the value "
+                      f"(e.g. {key}: \"off\")" + (f" and choose one of {list(allowed)}" if allowed else ""))
+
+
 def _coerce(key: str, value: Any, tp: Any) -> Any:
     """Check ``value`` against type ``tp`` (converting strings from the CLI) or raise ConfigError naming ``key``."""
     origin = typing.get_origin(tp)
@@ -197,8 +218,8 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         return _coerce(key, value, inner)
     if origin is Literal:
         allowed = typing.get_args(tp)
-        if isinstance(value, bool) and ("no" if not value else "yes") in allowed:
-            value = "no" if not value else "yes"  # YAML reads a bare `no` as false
+        if isinstance(value, bool):
+            value = _yaml_bool_word(key, value, allowed)
         for a in allowed:
             if value == a or (isinstance(value, str) and str(a) == value):
                 return a
@@ -241,7 +262,9 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
                 pass
         raise ConfigError(f"{key}: expected a number, got {value!r}")
     if tp is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        if isinstance(value, bool):
+            return _yaml_bool_word(key, value, ())
+        if isinstance(value, (str, int, float)):
             return str(value)
         raise ConfigError(f"{key}: expected a string, got {value!r}")
     raise TypeError(f"unsupported schema type {tp} for {key}")
@@ -262,16 +285,22 @@ def _split_key(key: str) -> tuple[str, str]:
     return section, name
 
 
-def set_value(cfg: Config, key: str, value: Any) -> None:
-    """Set one dotted key on ``cfg`` with type and range checks."""
+def coerce_value(key: str, value: Any) -> Any:
+    """``value`` as the schema holds it for ``key`` (``False`` -> ``"no"`` for model.neck, ``"0.5"`` -> 0.5), with
+    type and range checks. Study plans, run names and labels use this form, so they show what the config holds."""
     section, name = _split_key(key)
-    sec = getattr(cfg, section)
-    coerced = _coerce(key, value, _field_types(type(sec))[name])
+    coerced = _coerce(key, value, _field_types(_sections()[section])[name])
     if key in _RANGES:
         ok, allowed = _RANGES[key]
         if not ok(coerced):
             raise ConfigError(f"{key}: {coerced!r} is out of range; it must be {allowed}")
-    setattr(sec, name, coerced)
+    return coerced
+
+
+def set_value(cfg: Config, key: str, value: Any) -> None:
+    """Set one dotted key on ``cfg`` with type and range checks."""
+    section, name = _split_key(key)
+    setattr(getattr(cfg, section), name, coerce_value(key, value))
 
 
 def get_value(cfg: Config, key: str) -> Any:
@@ -359,10 +388,9 @@ def _preset_chain(preset: str, seen: tuple = ()) -> list[dict]:
     return chain + [body]
 
 
-# Which neck each algorithm of the seed's table uses when model.neck is "auto".
-RECIPE_NECK = {"triplet": "no", "bnneck": "bnneck", "expat": "csbn", "expat_center": "csbn"}
 
 CROSS_MODAL_DATASETS = ("synthetic_sysu", "sysu_mm01", "regdb")
+SYSU_LIKE = ("synthetic_sysu", "sysu_mm01")  # evaluated with the SYSU-MM01 protocol (eval.sysu_*, eval.trials)
 
 
 def resolved_neck(cfg: Config) -> str:

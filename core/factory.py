@@ -1,16 +1,19 @@
 """Config -> parts: the one place that maps schema keys onto the data, model and loss constructors."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
 
-from core.config import PRETRAINED_NONE, PRETRAINED_REQUIRED, Config, ConfigError, is_cross_modal, resolved_neck
+from core.config import PRETRAINED_NONE, PRETRAINED_REQUIRED, SYSU_LIKE, Config, ConfigError, is_cross_modal, \
+    resolved_neck
 from core.data import DatasetSplits, build_splits, build_test_loader, build_train_loader, cache_base, \
-    validate_splits_cached
+    hold_out_identities, validate_splits_cached
 from core.inference import check_evaluable
 from core.losses import build_criterion
 from core.models import ReIDModel
+from core.necks import NECKS
 
 def check_pretrained(cfg: Config) -> None:
     """``model.pretrained``, when set, must be a file here (and on every node that trains it). The paper presets say
@@ -33,16 +36,19 @@ def pretrained_path(cfg: Config) -> str | None:
 
 def _dataset_options(cfg: Config) -> dict:
     d = cfg.data
+    # SYSU layouts validate on exp/val_id.txt, so the training keeps to train_id.txt (core.effective: the
+    # data.sysu_train_ids choice is then not read)
+    sysu_ids = {"train_ids": "train", "eval_ids": "val"} if cfg.eval.split == "val" else {
+        "train_ids": d.sysu_train_ids}
     if d.dataset == "synthetic_sysu":
         # 30% test and 10% validation identities, the rest for training (40 ids -> 24/4/12)
         return {"num_ids": d.synthetic_ids, "num_test_ids": max(2, round(d.synthetic_ids * 0.3)),
-                "num_val_ids": max(1, round(d.synthetic_ids * 0.1)), "seed": d.synthetic_seed,
-                "train_ids": d.sysu_train_ids}
+                "num_val_ids": max(1, round(d.synthetic_ids * 0.1)), "seed": d.synthetic_seed, **sysu_ids}
     if d.dataset == "synthetic_market":
         test_ids = max(4, int(d.synthetic_ids * 0.4))
         return {"num_train_ids": d.synthetic_ids - test_ids, "num_test_ids": test_ids, "seed": d.synthetic_seed}
     if d.dataset == "sysu_mm01":
-        return {"train_ids": d.sysu_train_ids}
+        return sysu_ids
     if d.dataset == "regdb":
         return {"trial": d.regdb_trial}
     return {}
@@ -61,6 +67,8 @@ def build_dataset(cfg: Config) -> DatasetSplits:
     """Parse (or generate, then parse) the dataset and check every image decodes (``data.on_corrupt``)."""
     splits = build_splits(cfg.data.dataset, resolve_data_root(cfg), **_dataset_options(cfg))
     splits = validate_splits_cached(splits, cfg.data.on_corrupt)  # decodes every file once per machine
+    if cfg.eval.split == "val" and cfg.data.dataset not in SYSU_LIKE:  # SYSU's parser reads its own val ids
+        splits = hold_out_identities(splits, cfg.eval.val_fraction, cfg.eval.val_seed)
     check_evaluable(cfg, splits)
     return splits
 
@@ -79,18 +87,16 @@ def build_loaders(cfg: Config, splits: DatasetSplits):
 
 
 def build_model(cfg: Config, num_classes: int) -> ReIDModel:
-    m = cfg.model
-    return ReIDModel(arch=m.arch, num_classes=num_classes, neck=resolved_neck(cfg), last_stride=m.last_stride,
-                     stem_relu=m.stem_relu, pretrained_path=pretrained_path(cfg), num_modalities=2 if is_cross_modal(cfg) else 1,
-                     modality_specific=m.modality_specific_bn, bn_bias_learnable=m.bn_bias_learnable,
-                     test_feature=m.test_feature)
+    m, neck = cfg.model, resolved_neck(cfg)
+    return ReIDModel(arch=m.arch, num_classes=num_classes, neck=neck, last_stride=m.last_stride,
+                     stem_relu=m.stem_relu, pretrained_path=pretrained_path(cfg),
+                     num_modalities=2 if is_cross_modal(cfg) else 1,
+                     # model.modality_specific_bn only chooses between csbn's two layouts (core.necks)
+                     modality_specific=m.modality_specific_bn if NECKS[neck].per_modality else None,
+                     bn_bias_learnable=m.bn_bias_learnable, test_feature=m.test_feature)
 
 
 def build_loss(cfg: Config, num_classes: int, feat_dim: int) -> torch.nn.Module:
-    lc = cfg.loss
-    return build_criterion(lc.type, num_classes=num_classes, feat_dim=feat_dim, cross_modal=is_cross_modal(cfg),
-                           margin=lc.margin, soft_margin=lc.soft_margin, at_margin=lc.at_margin,
-                           expat_reduction=lc.expat_reduction, relu_neg=lc.relu_neg,
-                           weight_rgb2ir=lc.weight_rgb2ir, weight_ir2rgb=lc.weight_ir2rgb, id_weight=lc.id_weight,
-                           metric_weight=lc.metric_weight, center_weight=lc.center_weight,
-                           label_smoothing=lc.label_smoothing)
+    fields = {k: v for k, v in dataclasses.asdict(cfg.loss).items() if k != "type"}
+    return build_criterion(cfg.loss.type, num_classes=num_classes, feat_dim=feat_dim, cross_modal=is_cross_modal(cfg),
+                           neck=resolved_neck(cfg), **fields)

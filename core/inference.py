@@ -4,13 +4,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from core.config import Config
+from core.config import SYSU_LIKE, Config
 from core.data import DatasetError, DatasetSplits
 from core.eval import evaluate_rank, evaluate_regdb_both, evaluate_sysu, metrics_to_percent, normalize, \
     pairwise_distance
 from core.eval.sysu import GALLERY_CAMS
-
-SYSU_LIKE = ("synthetic_sysu", "sysu_mm01")
 
 
 @torch.inference_mode()

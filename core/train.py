@@ -8,7 +8,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from core.config import Config, ConfigError, list_presets, load_config, to_yaml
+from core.config import Config, ConfigError, list_presets, load_config, parse_overrides, to_yaml
 from core.files import probe_write
 
 
@@ -65,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, args.overrides)
         check_machine(cfg)
+        from core.effective import check_read, resolve
+        check_read(cfg, parse_overrides(args.overrides))  # an override this training never reads changes nothing
+        cfg = resolve(cfg)  # config.yaml and the checkpoint hold the neck and weights that trained
         check_output_dir(Path(cfg.run.output_dir), need_checkpoint=args.eval_only, no_resume=args.no_resume)
     except ConfigError as exc:
         print(f"config error: {one_line(exc)}", file=sys.stderr)

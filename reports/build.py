@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from reports.collect import (ReportError, StudyInfo, collect_trials, finished_mask, load_history,
-                             normalize_tracking_uri, open_client)
+                             normalize_tracking_uri, open_client, table_trials)
 from reports.effects import (IMPORTANCE_EVALUATOR, best_trial, interaction_means, main_effects, param_importance,
                              value_order, varied_keys)
 from reports.exports import table_frame, write_csv, write_tex
@@ -65,7 +65,8 @@ def build_report(study: str, tracking_uri: str, out_dir: str | Path, parent_run_
     artifact does not touch a run's status or end time, so a FINISHED study run stays FINISHED.
     Raises ``ReportError`` when the store, the experiment or the parent run is missing.
     """
-    info, trials = collect_trials(study, tracking_uri, parent_run_id)
+    info, all_trials = collect_trials(study, tracking_uri, parent_run_id)
+    trials = table_trials(all_trials)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {key: out / name for key, name in FILES.items()}
@@ -73,7 +74,7 @@ def build_report(study: str, tracking_uri: str, out_dir: str | Path, parent_run_
     agg = aggregate(trials, table_metrics(trials, info.metric), info.baseline)
     comps = comparisons(trials, agg, compared_metrics(agg, info.metric), info.baseline)
     history = load_history(info, trials[finished_mask(trials)], CURVE_METRICS)
-    trials.to_csv(paths["trials"], index=False)
+    all_trials.to_csv(paths["trials"], index=False)
     write_csv(table_frame(trials, agg, comps), paths["csv"])
     write_tex(agg, comps, info.baseline, paths["tex"], caption=f"Study {study}")
     plot_metric_bars(agg, paths["bars"])
@@ -81,6 +82,7 @@ def build_report(study: str, tracking_uri: str, out_dir: str | Path, parent_run_
     sections, figures = analysis_sections(info, trials, agg, paths)
     meta = {"parent_run_id": info.parent_run_id, "tracking_uri": info.tracking_uri, "metric": info.metric,
             "mode": info.mode, "group_keys": info.group_keys, "baseline": info.baseline,
+            "selection": _selection_note(info.selection, all_trials),
             "images": {"Final Rank-1 and mAP per group": FILES["bars"], "Learning curves": FILES["curves"]}}
     paths["report"].write_text(render_markdown(study, agg, failed_trials(trials), meta, comps, sections),
                                encoding="utf-8")
@@ -110,6 +112,16 @@ def build_paper(studies: list[str], tracking_uri: str, out_dir: str | Path) -> P
     report = out / PAPER_FILES["report"]
     report.write_text(render_paper_markdown(frame, studies, sources), encoding="utf-8")
     return report
+
+
+def _selection_note(selection: str | None, trials) -> str | None:
+    """Which split selected what, for a study that selects (None otherwise)."""
+    if not selection:
+        return None
+    n_search = int((trials["phase"] == "search").sum())
+    return (f"{n_search} search trials selected the configuration on the validation split (`eval.split=val`); "
+            f"the table holds that configuration retrained on the full training split and evaluated on test "
+            f"({selection}).")
 
 
 def default_tracking_uri() -> str:

@@ -52,6 +52,7 @@ class StudyInfo:
     baseline: str | None  # None when the study names no baseline row
     algorithm: str = "grid"  # "grid" or "optuna" (tag study.algorithm)
     targets: dict | None = None  # the parsed TARGETS_TAG, None when the study declares no targets
+    selection: str | None = None  # how a study that selects chose its table (tag study.selection), else None
 
 
 def _hint(study: str) -> str:
@@ -111,7 +112,8 @@ def find_study(study: str, tracking_uri: str, parent_run_id: str | None = None) 
                      parent_start_time=parent.info.start_time or 0,
                      metric=tags.get("study.metric") or "rank1", mode=tags.get("study.mode") or "max",
                      group_keys=keys, baseline=tags.get("study.baseline") or None,
-                     algorithm=tags.get("study.algorithm") or "grid", targets=_targets(study, tags.get(TARGETS_TAG)))
+                     algorithm=tags.get("study.algorithm") or "grid", targets=_targets(study, tags.get(TARGETS_TAG)),
+                     selection=tags.get("study.selection") or None)
 
 
 def _targets(study: str, text: str | None) -> dict | None:
@@ -145,7 +147,7 @@ def _trial_row(run, group_keys: tuple[str, ...]) -> dict:
     seed = tags.get("seed") or params.get("solver.seed")
     seed = int(seed) if seed and seed.lstrip("-").isdigit() else seed
     row = {"run_id": run.info.run_id, "run_name": run.info.run_name, "status": run.info.status,
-           "group": group, "seed": seed,
+           "group": group, "seed": seed, "phase": tags.get("phase") or None,
            "trial_id": tags.get("trial_id"), "failure_reason": tags.get("failure_reason") or None,
            "start_time": run.info.start_time, "dataset": params.get(DATASET_PARAM)}
     row.update({k: params.get(k) for k in group_keys})
@@ -156,12 +158,13 @@ def _trial_row(run, group_keys: tuple[str, ...]) -> dict:
 def load_trials(info: StudyInfo) -> pd.DataFrame:
     """One row per trial (child run), in the order the trials started (ties broken by trial id, then run name).
 
-    Columns: run_id, run_name, status, group, seed, trial_id, failure_reason, start_time, dataset (the
+    Columns: run_id, run_name, status, group, seed, phase (``search`` / ``refit`` in a study that selects, else
+    None), trial_id, failure_reason, start_time, dataset (the
     ``DATASET_PARAM`` param), one column per group-key
     param (string values, as MLflow stores params) and one per name in ``EPOCH_METRICS`` (final value or NaN).
     """
     rows = [_trial_row(run, info.group_keys) for run in _child_runs(open_client(info.name, info.tracking_uri), info)]
-    columns = ["run_id", "run_name", "status", "group", "seed", "trial_id", "failure_reason", "start_time",
+    columns = ["run_id", "run_name", "status", "group", "seed", "phase", "trial_id", "failure_reason", "start_time",
                "dataset", *info.group_keys, *EPOCH_METRICS]
     df = pd.DataFrame(rows, columns=columns)
     df[list(EPOCH_METRICS)] = df[list(EPOCH_METRICS)].astype(float)
@@ -200,3 +203,11 @@ def load_history(info: StudyInfo, trials: pd.DataFrame, metrics=("rank1", "mAP",
     hist = pd.DataFrame(rows).sort_values(["run_id", "metric", "step", "timestamp"])
     hist = hist.drop_duplicates(["run_id", "metric", "step"], keep="last")
     return hist[columns].reset_index(drop=True)
+
+
+def table_trials(trials: pd.DataFrame) -> pd.DataFrame:
+    """The trials the result table is made of: in a study that selects hyperparameters, only the refit trials
+    (the selected configuration, trained on the full training split and tested on test); the search trials were
+    evaluated on the validation split and are not results."""
+    refit = trials["phase"] == "refit"
+    return trials[refit].reset_index(drop=True) if refit.any() else trials

@@ -292,9 +292,10 @@ def render_markdown(study: str, agg: pd.DataFrame, failed: pd.DataFrame, meta: M
     """The whole report as GitHub markdown.
 
     ``meta`` keys: ``parent_run_id`` (required); optional ``metric``, ``mode``, ``group_keys`` (sequence),
-    ``baseline``, ``tracking_uri``, ``date`` (a string; default now, UTC) and ``images`` (caption -> relative
-    file name, embedded under "Plots"). ``comps`` (``comparisons``' output) adds the "Comparison with the
-    baseline" section; ``sections`` are further markdown sections, placed before "Failed trials".
+    ``baseline``, ``tracking_uri``, ``date`` (a string; default now, UTC), ``selection`` (which split selected the
+    table's configuration, for a study that selects) and ``images`` (caption -> relative file name, embedded under
+    "Plots"). ``comps`` (``comparisons``' output) adds the "Comparison with the baseline" section; ``sections`` are
+    further markdown sections, placed before "Failed trials".
     """
     baseline = meta.get("baseline")
     n_done, n_failed = int(agg["n"].sum()), len(failed)
@@ -309,6 +310,7 @@ def render_markdown(study: str, agg: pd.DataFrame, failed: pd.DataFrame, meta: M
         f"- MLflow parent run: `{meta['parent_run_id']}`"
         + (f" (tracking URI `{meta['tracking_uri']}`)" if meta.get("tracking_uri") else ""),
         f"- Generated: {date}",
+        *([f"- Selection: {meta['selection']}"] if meta.get("selection") else []),
         "",
         "## Results",
         "",

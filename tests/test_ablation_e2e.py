@@ -51,6 +51,7 @@ def test_tiny_study_end_to_end(tmp_path):
     progress = [line for line in proc.stderr.splitlines() if line.startswith(("finished ", "failed "))]
     assert len(progress) == 2 and "2/2 ended, 2 finished, 0 running, 0 failed | best rank1" in progress[-1], proc.stderr
     assert "Trial status" not in proc.stderr + proc.stdout
+    assert "deprecated" not in proc.stdout + proc.stderr  # the grid's param space is current Tune API
     client, parents, children = study_runs(tmp_path, "tiny")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     parent_id = parents[0].info.run_id
@@ -60,7 +61,11 @@ def test_tiny_study_end_to_end(tmp_path):
         assert run.info.status == "FINISHED"
         assert run.data.tags["group"] == f"loss.type={run.data.params['loss.type']}"
         assert run.data.tags["seed"] == "0" and run.data.params["solver.seed"] == "0"
-        assert run.data.params["model.neck"] == "auto"
+        # params hold what trained: the resolved neck; a key the loss does not read says so
+        loss_type = run.data.params["loss.type"]
+        assert run.data.params["model.neck"] == {"triplet": "no", "expat": "csbn"}[loss_type]
+        assert run.data.params["loss.margin"] == {"triplet": "0.3", "expat": "unread"}[loss_type]
+        assert run.data.params["loss.metric_weight"] == "1.0"
         assert 0.0 <= run.data.metrics["rank1"] <= 100.0 and "mAP" in run.data.metrics
         history = client.get_metric_history(run.info.run_id, "rank1")
         assert [m.step for m in history] == [1]
@@ -68,6 +73,10 @@ def test_tiny_study_end_to_end(tmp_path):
         assert "config.yaml" in artifacts
     report = (tmp_path / "outputs" / "reports" / "tiny" / "report.md").read_text()
     assert "loss.type=triplet" in report and "loss.type=expat" in report
+    # Ray's own records key the trial's values by config keys, not by an index alone
+    ray_params = [json.loads(p.read_text()) for p in (tmp_path / "ray_results").glob("tiny-*/run_trial_*/params.json")]
+    assert sorted(p["loss.type"] for p in ray_params) == ["expat", "triplet"]
+    assert all(p["solver.seed"] == 0 for p in ray_params)
     assert "report" in [a.path for a in client.list_artifacts(parent_id)]
     # Resuming a finished study re-runs nothing and duplicates no run.
     again = run_study(tmp_path, "tiny", TINY, "--resume")
@@ -119,3 +128,28 @@ def test_unwritable_tracking_store_fails_before_training(tmp_path):
                           timeout=120)
     assert proc.returncode == 2
     assert "tracking store" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_search_selects_on_validation_and_the_table_is_the_refit_on_test(tmp_path):
+    body = {**TINY, "axes": {}, "baseline": {}, "overrides": {**TINY["overrides"], "loss.type": "expat"},
+            "search": {"algorithm": "optuna", "num_samples": 2, "seed": 0, "refit_seeds": [0, 1],
+                       "space": {"loss.at_margin": {"type": "float", "low": 0.2, "high": 1.5}}},
+            "scheduler": {"type": "asha", "grace_period": 1}}
+    proc = run_study(tmp_path, "search", body)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    _, parents, children = study_runs(tmp_path, "search")
+    search = [r for r in children if r.data.tags.get("phase") == "search"]
+    refit = [r for r in children if r.data.tags.get("phase") == "refit"]
+    assert len(search) == 2 and len(refit) == 2 and len(children) == 4
+    assert all(r.data.params["eval.split"] == "val" for r in search)
+    assert all(r.data.params["eval.split"] == "test" for r in refit)
+    assert sorted(r.data.params["solver.seed"] for r in refit) == ["0", "1"]
+    # the refit trains the search trial that scored best on the validation split (ties: any of the best)
+    best = max(r.data.metrics["rank1"] for r in search)
+    winners = {r.data.params["loss.at_margin"] for r in search if r.data.metrics["rank1"] == best}
+    assert {r.data.params["loss.at_margin"] for r in refit} <= winners
+    assert len({r.data.params["loss.at_margin"] for r in refit}) == 1
+    assert parents[0].data.tags["study.selected"] == refit[0].data.tags["group"]
+    report = (tmp_path / "outputs" / "reports" / "search" / "report.md").read_text()
+    assert "Selection: 2 search trials selected the configuration on the validation split" in report
+    assert "Trials: 2 finished" in report  # the table counts the refit trials only

@@ -44,13 +44,22 @@ def _env(tmp_path: Path) -> dict:
     return {**os.environ, "EXPAT_DATA_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
 
 
+def _real_data(settings) -> bool:
+    """A real dataset on disk does not read the generator's settings (data.synthetic_ids), so they are left out."""
+    return "data.dataset=sysu_mm01" in settings
+
+
 def train_cli(tmp_path: Path, *overrides: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "core.train", "--config", "quick", f"run.output_dir={tmp_path / 'out'}", *TINY,
+    tiny = [t for t in TINY if not t.startswith("data.synthetic_")] if _real_data(overrides) else TINY
+    cmd = [sys.executable, "-m", "core.train", "--config", "quick", f"run.output_dir={tmp_path / 'out'}", *tiny,
            *overrides]
     return subprocess.run(cmd, cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=timeout)
 
 
 def study_cli(tmp_path: Path, body: dict, *extra: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    if _real_data(extra):
+        body = {**body, "overrides": {k: v for k, v in body["overrides"].items()
+                                      if not k.startswith("data.synthetic_")}}
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(body))
     cmd = [sys.executable, "-m", "ablation.run", "--study", str(path), "--num-cpus", "2",
@@ -221,7 +230,7 @@ def test_refused_rerun_keeps_the_finished_run(tmp_path, sysu):
     before = {p.name: p.read_bytes() for p in (out / "config.yaml", out / "metrics.json", out / "history.jsonl",
                                                out / "checkpoint" / "last.pt")}
     _corrupt(sorted((sysu / "cam2").glob("*/*.jpg"))[0])
-    assert_refused(train_cli(tmp_path, *data, "loss.margin=0.5"), "cannot decode")
+    assert_refused(train_cli(tmp_path, *data, "loss.at_margin=0.5"), "cannot decode")
     after = {p.name: p.read_bytes() for p in (out / "config.yaml", out / "metrics.json", out / "history.jsonl",
                                               out / "checkpoint" / "last.pt")}
     assert after == before

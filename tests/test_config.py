@@ -72,10 +72,35 @@ def test_override_parsing_and_neck_resolution():
     assert load_config("quick", {"model.neck": False}).model.neck == "no"  # YAML's bare `no`
 
 
-def test_auto_neck_agrees_with_the_loss_recipes():
-    from core.config import RECIPE_NECK
+def test_auto_neck_covers_every_loss_recipe():
     from core.losses import RECIPES
-    assert RECIPE_NECK == {name: recipe.neck for name, recipe in RECIPES.items()}
+    from core.necks import NECKS, RECIPE_NECK
+    assert set(RECIPE_NECK) == set(RECIPES) and set(RECIPE_NECK.values()) <= set(NECKS)
+
+
+def test_paper_presets_give_each_algorithm_its_own_neck():
+    sysu = {"data.root": "/data"}
+    assert resolved_neck(load_config("sysu_paper", {**sysu, "loss.type": "triplet"})) == "no"
+    assert resolved_neck(load_config("sysu_paper", {**sysu, "loss.type": "bnneck"})) == "bnneck"
+    assert resolved_neck(load_config("sysu_paper", {**sysu, "loss.type": "expat"})) == "csbn"
+    assert resolved_neck(load_config("market_paper", {**sysu, "loss.type": "bnneck"})) == "bnneck"
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("model.neck", False, "no"),  # YAML 1.1 reads a bare `no` (and `off`, `false`) as false
+    ("data.on_corrupt", "stop", "stop"),
+    ("loss.margin", "0.5", 0.5),
+])
+def test_values_take_the_schema_form(key, value, expected):
+    from core.config import coerce_value
+    assert coerce_value(key, value) == expected and type(coerce_value(key, value)) is type(expected)
+
+
+@pytest.mark.parametrize("key, value", [("model.neck", True), ("data.root", False), ("model.pretrained", True)])
+def test_a_yaml_boolean_without_a_word_for_it_is_refused_with_the_fix(key, value):
+    from core.config import coerce_value
+    with pytest.raises(ConfigError, match=f"{key}: got the YAML boolean .* quote the value"):
+        coerce_value(key, value)
 
 
 @pytest.mark.parametrize("preset", ["market_paper", "duke_paper", "sysu_paper", "regdb_paper"])

@@ -17,33 +17,31 @@ C, D = 5, 8
 
 
 def parts_of(loss_type, cross_modal=False, **kw):
-    return [(p.kind, p.weight, p.feature) for p in build_criterion(loss_type, C, D, cross_modal, **kw).parts]
+    """(kind, weight, model output read) of each part, with the recipe's reference neck unless ``neck`` is given."""
+    crit = build_criterion(loss_type, C, D, cross_modal, **kw)
+    return [(p.kind, p.weight, p.input_key(crit.metric_feature)) for p in crit.parts]
 
 
 def test_recipe_names():
+    from core.necks import RECIPE_NECK
     assert set(RECIPES) == {"triplet", "bnneck", "expat", "expat_center"}
-    assert {name: r.neck for name, r in RECIPES.items()} == {
-        "triplet": "no",
-        "bnneck": "bnneck",
-        "expat": "csbn",
-        "expat_center": "csbn",
-    }
+    assert RECIPE_NECK == {"triplet": "no", "bnneck": "bnneck", "expat": "csbn", "expat_center": "csbn"}
 
 
 def test_single_modality_recipes_match_spec_table():
-    assert parts_of("triplet") == [("id", 1.0, "neck_feat"), ("triplet", 1.0, "global_feat")]
-    assert parts_of("bnneck") == [("id", 1.0, "neck_feat"), ("triplet", 1.0, "global_feat")]
-    assert parts_of("expat") == [("id", 1.0, "neck_feat"), ("expat", 0.1, "neck_feat")]
+    assert parts_of("triplet") == [("id", 1.0, "logits"), ("triplet", 1.0, "global_feat")]
+    assert parts_of("bnneck") == [("id", 1.0, "logits"), ("triplet", 1.0, "global_feat")]
+    assert parts_of("expat") == [("id", 1.0, "logits"), ("expat", 0.1, "neck_feat")]
     assert parts_of("expat_center") == [
-        ("id", 1.0, "neck_feat"),
+        ("id", 1.0, "logits"),
         ("expat", 0.001, "neck_feat"),
         ("center", 0.0005, "neck_feat"),
     ]
 
 
 def test_cross_modal_recipes():
-    assert parts_of("expat", True) == [("id", 1.0, "neck_feat"), ("expat_bidir", 1.0, "neck_feat")]
-    assert parts_of("bnneck", True) == [("id", 1.0, "neck_feat"), ("triplet", 1.0, "global_feat")]
+    assert parts_of("expat", True) == [("id", 1.0, "logits"), ("expat_bidir", 1.0, "neck_feat")]
+    assert parts_of("bnneck", True) == [("id", 1.0, "logits"), ("triplet", 1.0, "global_feat")]
     crit = build_criterion("expat", C, D, cross_modal=True)
     assert crit.parts[0].id_roles == (0, 3)
     assert build_criterion("bnneck", C, D, cross_modal=True).parts[0].id_roles == ()
@@ -51,7 +49,7 @@ def test_cross_modal_recipes():
 
 def test_weight_overrides_and_ignored_absent_component():
     assert parts_of("expat_center", id_weight=0.5, metric_weight=0.2, center_weight=0.01) == [
-        ("id", 0.5, "neck_feat"),
+        ("id", 0.5, "logits"),
         ("expat", 0.2, "neck_feat"),
         ("center", 0.01, "neck_feat"),
     ]
@@ -202,3 +200,61 @@ def test_margin_one_expat_criterion_value_by_hand():
     _, comps = build_criterion("expat", C, 2)(out, {"pids": torch.tensor([0, 0, 1, 1])})
     assert comps["loss_metric"].item() == pytest.approx(0.1 * math.exp(1 + 1.25 * 2 ** -0.5), rel=1e-6)
     assert comps["loss_id"].item() == pytest.approx(math.log(C), rel=1e-9)
+
+
+@pytest.mark.parametrize("loss_type", ["triplet", "bnneck", "expat", "expat_center"])
+@pytest.mark.parametrize("neck, metric_feature", [("no", "global_feat"), ("bnneck", "global_feat"),
+                                                   ("csbn", "neck_feat")])
+def test_the_neck_decides_which_feature_every_loss_consumes(loss_type, neck, metric_feature):
+    """SPEC 2 / RSB: bnneck puts metric (and center) losses before the BN, csbn after it; the ID loss always reads
+    the classifier's logits. Any loss type on any neck follows the neck, not its own reference neck."""
+    out, batch = fake_outputs(8, seed=6), pk()
+    crit = build_criterion(loss_type, C, D, neck=neck)
+    _, comps = crit(out, batch)
+    crit(out, batch)[0].backward()
+    other = "neck_feat" if metric_feature == "global_feat" else "global_feat"
+    assert out[metric_feature].grad.abs().sum() > 0 and out[other].grad is None
+    pids = batch["pids"]
+    if loss_type in ("triplet", "bnneck"):
+        expected = TripletLoss(0.3)(out[metric_feature], pids).item()
+    else:
+        expected = (0.1 if loss_type == "expat" else 0.001) * BatchHardExpATLoss()(out[metric_feature], pids).item()
+    assert comps["loss_metric"].item() == pytest.approx(expected, rel=1e-12)
+
+
+def _changed(value):
+    """A different valid value of a LossConfig field."""
+    if isinstance(value, bool):
+        return not value
+    if value is None:
+        return 0.7
+    if value == "exp_of_mean":
+        return "mean_of_exp"
+    return value * 2 + 0.3
+
+
+@pytest.mark.parametrize("cross_modal", [False, True])
+@pytest.mark.parametrize("loss_type", ["triplet", "bnneck", "expat", "expat_center"])
+def test_declared_loss_reads_are_exactly_the_fields_that_change_the_loss(loss_type, cross_modal):
+    """Each field a recipe declares it reads changes the loss value when changed; every other field does not.
+    (loss.center_lr is the centers' optimiser step, read by the trainer, so it is checked there.)"""
+    import dataclasses
+
+    from core.config import LossConfig
+    from core.losses import recipe_reads
+    out, batch = role_major(b=8, seed=7) if cross_modal else (fake_outputs(12, seed=7), pk(4, 3))
+    batch = dict(batch, pids=batch["pids"] % 3)  # three ids: triplet hinges away from zero on random features
+
+    def value(**fields):
+        torch.manual_seed(0)  # the same centers every time
+        crit = build_criterion(loss_type, C, D, cross_modal, **fields).double()
+        return crit(out, batch)[0].item()
+
+    reference = value()
+    reads = set(recipe_reads(loss_type, cross_modal))
+    for f in dataclasses.fields(LossConfig):
+        if f.name in ("type", "center_lr"):
+            continue
+        moved = value(**{f.name: _changed(getattr(LossConfig(), f.name))})
+        assert (moved != reference) == (f.name in reads), f.name
+    assert ("center_lr" in reads) == (loss_type == "expat_center")

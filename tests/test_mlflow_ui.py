@@ -23,9 +23,9 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
-# The end-to-end tests' tiny study, for two epochs, with a margin axis too.
+# The end-to-end tests' tiny study, for two epochs, with a margin axis too (the two losses that read loss.margin).
 STUDY = {**E2E_TINY, "overrides": {**E2E_TINY["overrides"], "solver.epochs": 2},
-         "axes": {"loss.type": ["triplet", "expat"], "loss.margin": [0.5]},
+         "axes": {"loss.type": ["triplet", "bnneck"], "loss.margin": [0.5]},
          "baseline": {"loss.type": "triplet", "loss.margin": 0.5}}
 
 
@@ -60,7 +60,7 @@ def test_mlflow_ui_shows_the_study(tmp_path):
                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert check.returncode == 0, check.stdout[-3000:] + check.stderr[-3000:]
     summary = json.loads((out / "ui_check.json").read_text())
-    assert summary["run_names"] == ["expat/margin=0.5/seed=0", "triplet/margin=0.5/seed=0"]
+    assert summary["run_names"] == ["bnneck/margin=0.5/seed=0", "triplet/margin=0.5/seed=0"]
     for page in ("experiment", "compare"):
         result = summary["pages"][page]
         assert result["missing"] == [], (page, result)
@@ -73,13 +73,13 @@ def test_mlflow_ui_shows_the_study(tmp_path):
     experiment = visible_text((out / "experiment.html").read_text())
     compare = visible_text((out / "compare.html").read_text())
     # Rows grouped by report row (the `group` tag), with the study's varied keys as columns.
-    assert "Group: loss.type=expat, loss.margin=0.5" in experiment
+    assert "Group: loss.type=bnneck, loss.margin=0.5" in experiment
     assert "Group: loss.type=triplet, loss.margin=0.5" in experiment
     for column in ("rank1", "mAP", "mINP", "loss.type", "loss.margin", "model.neck"):
         assert re.search(rf"(?<![\w.]){re.escape(column)}(?!\w)", experiment), column
     # The compare view plots the varied parameter against rank1 (the first metric logged), not lr.
     assert "Parameters: loss.type Metrics: rank1" in compare
-    assert "Run Name: expat/margin=0.5/seed=0 triplet/margin=0.5/seed=0" in compare
+    assert "Run Name: bnneck/margin=0.5/seed=0 triplet/margin=0.5/seed=0" in compare
     # The server the script started is gone.
     port = int(re.search(r"127\.0\.0\.1:(\d+)", check.stdout).group(1))
     with socket.socket() as s:

@@ -73,7 +73,9 @@ def test_number_of_bns_per_neck():
     assert len(build_head("csbn", 16, C, num_modalities=2).neck.bns) == 2
     assert len(build_head("csbn", 16, C, num_modalities=1).neck.bns) == 1
     assert len(build_head("csbn", 16, C, num_modalities=2, modality_specific=False).neck.bns) == 1
-    assert len(build_head("bnneck", 16, C, num_modalities=2, modality_specific=True).neck.bns) == 2
+    # bnneck is one shared BN by definition: modality_specific belongs to csbn and is refused elsewhere
+    with pytest.raises(ValueError, match="csbn neck only"):
+        build_head("bnneck", 16, C, num_modalities=2, modality_specific=True)
 
 
 def test_unknown_neck_lists_valid_names():

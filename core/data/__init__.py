@@ -6,6 +6,7 @@ See docs/ARCHITECTURE.md for the record and batch conventions. No Ray/MLflow her
 from .cache import CACHE_MODES, ImageCache, build_image_cache, cache_base, cache_root, validate_splits_cached
 from .datasets import (DATASETS, build_splits, parse_dukemtmc, parse_market1501, parse_regdb, parse_reid_filename,
                        parse_sysu_mm01, read_sysu_ids)
+from .holdout import hold_out_identities
 from .images import ON_CORRUPT, read_image, validate_records, validate_splits
 from .loaders import (SAMPLERS, ReidDataset, SeededBatchSampler, build_test_loader, build_train_loader,
                       build_train_sampler, set_loader_epoch)
@@ -19,6 +20,7 @@ __all__ = [
     "CACHE_MODES", "ImageCache", "build_image_cache", "cache_base", "cache_root", "validate_splits_cached",
     "DATASETS", "build_splits", "parse_dukemtmc", "parse_market1501", "parse_regdb", "parse_reid_filename",
     "parse_sysu_mm01", "read_sysu_ids",
+    "hold_out_identities",
     "ON_CORRUPT", "read_image", "validate_records", "validate_splits",
     "SAMPLERS", "ReidDataset", "SeededBatchSampler", "build_test_loader", "build_train_loader",
     "build_train_sampler", "set_loader_epoch",

@@ -2,7 +2,7 @@
 from .center import CenterLoss
 from .expat import REDUCTIONS, BatchHardExpATLoss, BiDirectionalExpATLoss, ExpATLoss
 from .label_smoothing import CrossEntropyLabelSmooth
-from .recipes import COMPONENTS, RECIPES, Criterion, LossParams, Part, Recipe, build_criterion
+from .recipes import COMPONENTS, RECIPES, TERMS, Criterion, Part, Recipe, build_criterion, recipe_reads, resolve_parts
 from .triplet import TripletLoss
 
 __all__ = [
@@ -13,11 +13,13 @@ __all__ = [
     "Criterion",
     "CrossEntropyLabelSmooth",
     "ExpATLoss",
-    "LossParams",
     "Part",
     "RECIPES",
     "REDUCTIONS",
     "Recipe",
+    "TERMS",
     "TripletLoss",
     "build_criterion",
+    "recipe_reads",
+    "resolve_parts",
 ]

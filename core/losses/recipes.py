@@ -1,8 +1,13 @@
 """Loss recipes: the four algorithms of SPEC 4 (and their RGB-IR forms) as data, plus the module that runs one.
 
-A recipe is a tuple of :class:`Part` (loss kind, weight, feature consumed). ``build_criterion`` looks the recipe
-up, applies weight overrides and builds one module per part from ``_TERM_BUILDERS``; adding an algorithm means
-adding a table entry, not a branch.
+A recipe is a tuple of :class:`Part` (loss kind, weight). ``build_criterion`` looks the recipe up, applies weight
+overrides and builds one module per part from ``TERMS``; adding an algorithm means adding a table entry, not a
+branch. Which model output a part consumes is the neck's decision (:mod:`core.necks`): the ID part reads the
+logits, the metric and center parts the neck's ``metric_feature``.
+
+Each kind of part declares the ``loss.*`` fields it reads (``Term.reads``): its builder is handed exactly those,
+so the declaration is what the part uses, and the effective configuration (:mod:`core.effective`) can tell which
+``loss.*`` keys a trial reads. Defaults live in the schema (``core.config.LossConfig``) only.
 
 Components returned by :class:`Criterion` are the *weighted* contributions, grouped under the metric names of
 docs/ARCHITECTURE.md (``loss_id``, ``loss_metric``, ``loss_center``), so they add up to the total loss.
@@ -16,14 +21,16 @@ from typing import Callable, Mapping, Optional
 import torch
 from torch import nn
 
+from core.config import LossConfig
+from core.necks import RECIPE_NECK, neck_of
+
 from .center import CenterLoss
 from .expat import ANCHOR_IR, ANCHOR_RGB, BatchHardExpATLoss, BiDirectionalExpATLoss
 from .label_smoothing import CrossEntropyLabelSmooth
 from .triplet import TripletLoss
 
-FEATURES = ("global_feat", "neck_feat")
 COMPONENTS = ("loss_id", "loss_metric", "loss_center")
-# Which reported component each kind of part feeds.
+# Which reported component each kind of part feeds, and the loss.* field that overrides its weight.
 COMPONENT_OF = {
     "id": "loss_id",
     "triplet": "loss_metric",
@@ -31,38 +38,38 @@ COMPONENT_OF = {
     "expat_bidir": "loss_metric",
     "center": "loss_center",
 }
+WEIGHT_FIELD = {"loss_id": "id_weight", "loss_metric": "metric_weight", "loss_center": "center_weight"}
 
 
 @dataclass(frozen=True)
 class Part:
     """One weighted loss term.
 
-    ``feature`` names the model output the term works on. The ID part reads ``logits``, which the model computes
-    from ``neck_feat`` (equal to ``global_feat`` when the neck is ``no``); its ``feature`` records that.
     ``id_roles``: for the ID part only, when the batch carries ``roles`` the loss is the *sum* of one mean
     cross entropy per listed role (SPEC 3.2: ``CE(anchor_rgb) + CE(anchor_ir)``); empty = whole batch.
     """
 
     kind: str
     weight: float
-    feature: str
     id_roles: tuple[int, ...] = ()
 
     @property
     def component(self) -> str:
         return COMPONENT_OF[self.kind]
 
+    def input_key(self, metric_feature: str) -> str:
+        return "logits" if self.kind == "id" else metric_feature
+
     @property
-    def input_key(self) -> str:
-        return "logits" if self.kind == "id" else self.feature
+    def reads(self) -> tuple[str, ...]:
+        """The ``loss.*`` fields this part reads: its term's fields and its component's weight override."""
+        return (*TERMS[self.kind].reads, WEIGHT_FIELD[self.component])
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """Parts for single-modality and for RGB-IR training; ``neck`` is the neck the reference config pairs with
-    the loss (informational, for presets: the criterion does not depend on it)."""
+    """Parts for single-modality and for RGB-IR training (the neck is ``core.necks.RECIPE_NECK``)."""
 
-    neck: str
     single: tuple[Part, ...]
     cross_modal: tuple[Part, ...]
 
@@ -70,52 +77,22 @@ class Recipe:
         return self.cross_modal if cross_modal else self.single
 
 
-_ID = Part("id", 1.0, "neck_feat")
-_ID_ANCHORS = Part("id", 1.0, "neck_feat", id_roles=(ANCHOR_RGB, ANCHOR_IR))
-_TRIPLET_PRE_BN = Part("triplet", 1.0, "global_feat")
-_BIDIR = Part("expat_bidir", 1.0, "neck_feat")
-_CENTER = Part("center", 0.0005, "neck_feat")
+_ID = Part("id", 1.0)
+_ID_ANCHORS = Part("id", 1.0, id_roles=(ANCHOR_RGB, ANCHOR_IR))
+_TRIPLET = Part("triplet", 1.0)
+_BIDIR = Part("expat_bidir", 1.0)
+_CENTER = Part("center", 0.0005)
 
 RECIPES: Mapping[str, Recipe] = {
-    # RSB softmax_triplet: neck "no", so neck_feat is global_feat; triplet on the GAP feature.
-    "triplet": Recipe("no", (_ID, _TRIPLET_PRE_BN), (_ID, _TRIPLET_PRE_BN)),
-    # RSB BNNeck: ID on post-BN logits, triplet on the pre-BN feature.
-    "bnneck": Recipe("bnneck", (_ID, _TRIPLET_PRE_BN), (_ID, _TRIPLET_PRE_BN)),
-    # expAT: ID and expAT both on the post-BN (CS-BN) feature; 0.1 in rgb_exp, 1.0 (bi-directional) in rgbir_exp.
-    "expat": Recipe("csbn", (_ID, Part("expat", 0.1, "neck_feat")), (_ID_ANCHORS, _BIDIR)),
+    # RSB softmax_triplet (reference neck "no"): ID + batch-hard triplet.
+    "triplet": Recipe((_ID, _TRIPLET), (_ID, _TRIPLET)),
+    # RSB BNNeck: the same parts; the bnneck neck puts the triplet on the pre-BN feature.
+    "bnneck": Recipe((_ID, _TRIPLET), (_ID, _TRIPLET)),
+    # expAT: 0.1 in rgb_exp, 1.0 (bi-directional) in rgbir_exp; the csbn neck puts both on the post-BN feature.
+    "expat": Recipe((_ID, Part("expat", 0.1)), (_ID_ANCHORS, _BIDIR)),
     # expAT + center (rgb_exp only); the RGB-IR form is our extension with the RGB-IR expAT weight.
-    "expat_center": Recipe(
-        "csbn",
-        (_ID, Part("expat", 0.001, "neck_feat"), _CENTER),
-        (_ID_ANCHORS, _BIDIR, _CENTER),
-    ),
+    "expat_center": Recipe((_ID, Part("expat", 0.001), _CENTER), (_ID_ANCHORS, _BIDIR, _CENTER)),
 }
-
-
-@dataclass(frozen=True)
-class LossParams:
-    """Every knob ``build_criterion`` accepts besides the recipe choice (None weight = recipe default)."""
-
-    id_weight: Optional[float] = None
-    metric_weight: Optional[float] = None
-    center_weight: Optional[float] = None
-    label_smoothing: float = 0.1
-    margin: Optional[float] = 0.3
-    soft_margin: bool = False
-    normalize_feature: bool = False
-    at_margin: float = 1.0
-    expat_reduction: str = "exp_of_mean"
-    relu_neg: bool = True
-    weight_rgb2ir: float = 1.0
-    weight_ir2rgb: float = 1.0
-    id_anchors_only: Optional[bool] = None
-
-    def weight_override(self, component: str) -> Optional[float]:
-        return {"loss_id": self.id_weight, "loss_metric": self.metric_weight, "loss_center": self.center_weight}[
-            component
-        ]
-
-
 class _IdTerm(nn.Module):
     """Label-smoothed CE on logits; per-role sum when the part lists roles and the batch has them."""
 
@@ -153,21 +130,30 @@ class _BiDirTerm(nn.Module):
         return self.loss(feat, batch["pids"], batch.get("modality"), batch.get("roles"))
 
 
-_TermBuilder = Callable[[Part, LossParams, int, int], nn.Module]
-_TERM_BUILDERS: Mapping[str, _TermBuilder] = {
-    "id": lambda part, p, num_classes, feat_dim: _IdTerm(
-        CrossEntropyLabelSmooth(num_classes, p.label_smoothing), part.id_roles
-    ),
-    "triplet": lambda part, p, num_classes, feat_dim: _LabelTerm(
-        TripletLoss(p.margin, p.soft_margin, p.normalize_feature)
-    ),
-    "expat": lambda part, p, num_classes, feat_dim: _LabelTerm(
-        BatchHardExpATLoss(p.at_margin, p.expat_reduction, p.relu_neg)
-    ),
-    "expat_bidir": lambda part, p, num_classes, feat_dim: _BiDirTerm(
-        BiDirectionalExpATLoss(p.at_margin, p.expat_reduction, p.relu_neg, p.weight_rgb2ir, p.weight_ir2rgb)
-    ),
-    "center": lambda part, p, num_classes, feat_dim: _LabelTerm(CenterLoss(num_classes, feat_dim)),
+@dataclass(frozen=True)
+class Term:
+    """One kind of part: the ``loss.*`` fields it reads and its builder ``build(part, num_classes, feat_dim,
+    **those fields)``."""
+
+    reads: tuple[str, ...]
+    build: Callable[..., nn.Module]
+
+
+TERMS: Mapping[str, Term] = {
+    "id": Term(("label_smoothing",), lambda part, num_classes, feat_dim, label_smoothing: _IdTerm(
+        CrossEntropyLabelSmooth(num_classes, label_smoothing), part.id_roles)),
+    "triplet": Term(("margin", "soft_margin"), lambda part, num_classes, feat_dim, margin, soft_margin: _LabelTerm(
+        TripletLoss(margin, soft_margin))),
+    "expat": Term(("at_margin", "expat_reduction", "relu_neg"),
+                  lambda part, num_classes, feat_dim, at_margin, expat_reduction, relu_neg: _LabelTerm(
+                      BatchHardExpATLoss(at_margin, expat_reduction, relu_neg))),
+    "expat_bidir": Term(("at_margin", "expat_reduction", "relu_neg", "weight_rgb2ir", "weight_ir2rgb"),
+                        lambda part, num_classes, feat_dim, at_margin, expat_reduction, relu_neg, weight_rgb2ir,
+                        weight_ir2rgb: _BiDirTerm(BiDirectionalExpATLoss(at_margin, expat_reduction, relu_neg,
+                                                                          weight_rgb2ir, weight_ir2rgb))),
+    # center_lr is the step size of the centers' own optimiser, which the trainer builds for this part.
+    "center": Term(("center_lr",), lambda part, num_classes, feat_dim, center_lr: _LabelTerm(
+        CenterLoss(num_classes, feat_dim))),
 }
 
 
@@ -175,15 +161,17 @@ class Criterion(nn.Module):
     """Runs a resolved recipe: ``forward(outputs, batch) -> (total, {loss_id, loss_metric, loss_center})``.
 
     ``outputs`` is the model's training dict (``global_feat``, ``neck_feat``, ``logits``); ``batch`` the training
-    batch dict (``pids``, optionally ``modality``, ``roles``). Components are detached weighted values; absent
-    components are 0. ``center_loss`` / ``center_weight`` let the trainer give the centers their own optimiser.
+    batch dict (``pids``, optionally ``modality``, ``roles``). The ID part reads ``logits``, every other part
+    ``metric_feature`` (the neck's choice). Components are detached weighted values; absent components are 0.
+    ``center_loss`` / ``center_weight`` let the trainer give the centers their own optimiser.
     """
 
-    def __init__(self, loss_type: str, parts: tuple[Part, ...], terms: list[nn.Module]):
+    def __init__(self, loss_type: str, parts: tuple[Part, ...], terms: list[nn.Module], metric_feature: str):
         super().__init__()
         self.loss_type = loss_type
         self.parts = parts
         self.terms = nn.ModuleList(terms)
+        self.metric_feature = metric_feature
 
     @property
     def center_loss(self) -> Optional[CenterLoss]:
@@ -200,39 +188,57 @@ class Criterion(nn.Module):
         total = outputs["logits"].new_zeros(())
         components = {name: total.detach().clone() for name in COMPONENTS}
         for part, term in zip(self.parts, self.terms):
-            weighted = part.weight * term(outputs[part.input_key], batch)
+            weighted = part.weight * term(outputs[part.input_key(self.metric_feature)], batch)
             total = total + weighted
             components[part.component] = components[part.component] + weighted.detach()
         return total, components
 
     def extra_repr(self) -> str:
-        return f"loss_type={self.loss_type!r}, parts={[(p.kind, p.weight, p.feature) for p in self.parts]}"
+        return (f"loss_type={self.loss_type!r}, metric_feature={self.metric_feature!r}, "
+                f"parts={[(p.kind, p.weight) for p in self.parts]}")
 
 
-def resolve_parts(loss_type: str, cross_modal: bool, params: LossParams) -> tuple[Part, ...]:
-    """The recipe's parts with weight / anchors-only overrides applied."""
+def check_loss_type(loss_type: str) -> None:
     if loss_type not in RECIPES:
         raise ValueError(f"unknown loss type {loss_type!r}; valid: {', '.join(sorted(RECIPES))}")
+
+
+def resolve_parts(loss_type: str, cross_modal: bool, loss: Optional[LossConfig] = None,
+                  id_anchors_only: Optional[bool] = None) -> tuple[Part, ...]:
+    """The recipe's parts with the weight overrides of ``loss`` (None = the schema's defaults: the recipe's
+    weights) and the anchors-only switch applied."""
+    check_loss_type(loss_type)
+    loss = loss or LossConfig(type=loss_type)
     parts = []
     for part in RECIPES[loss_type].parts(cross_modal):
-        weight = params.weight_override(part.component)
+        weight = getattr(loss, WEIGHT_FIELD[part.component])
         if weight is not None:
             part = dataclasses.replace(part, weight=float(weight))
-        if part.kind == "id" and params.id_anchors_only is not None:
-            part = dataclasses.replace(part, id_roles=(ANCHOR_RGB, ANCHOR_IR) if params.id_anchors_only else ())
+        if part.kind == "id" and id_anchors_only is not None:
+            part = dataclasses.replace(part, id_roles=(ANCHOR_RGB, ANCHOR_IR) if id_anchors_only else ())
         parts.append(part)
     return tuple(parts)
 
 
-def build_criterion(
-    loss_type: str, num_classes: int, feat_dim: int, cross_modal: bool = False, **loss_params
-) -> Criterion:
-    """Build the criterion of ``loss_type`` (one of ``RECIPES``); ``loss_params`` are :class:`LossParams` fields.
+def recipe_reads(loss_type: str, cross_modal: bool) -> tuple[str, ...]:
+    """The ``loss.*`` fields a trial of ``loss_type`` reads (``type`` included), in schema order."""
+    check_loss_type(loss_type)
+    read = {"type"} | {f for part in RECIPES[loss_type].parts(cross_modal) for f in part.reads}
+    return tuple(f.name for f in dataclasses.fields(LossConfig) if f.name in read)
 
-    Weight overrides for a component the recipe lacks (e.g. ``center_weight`` with ``triplet``) are ignored so a
-    study grid can sweep them across loss types.
+
+def build_criterion(
+    loss_type: str, num_classes: int, feat_dim: int, cross_modal: bool = False, neck: Optional[str] = None,
+    id_anchors_only: Optional[bool] = None, **loss_fields
+) -> Criterion:
+    """Build the criterion of ``loss_type`` (one of ``RECIPES``) for ``neck`` (None = the recipe's reference
+    neck); ``loss_fields`` are ``LossConfig`` fields, the schema's defaults for the rest.
+
+    Weight overrides for a component the recipe lacks (e.g. ``center_weight`` with ``triplet``) do nothing here;
+    the effective configuration refuses a study that sets them for such a trial.
     """
-    params = LossParams(**loss_params)
-    parts = resolve_parts(loss_type, cross_modal, params)
-    terms = [_TERM_BUILDERS[part.kind](part, params, num_classes, feat_dim) for part in parts]
-    return Criterion(loss_type, parts, terms)
+    loss = dataclasses.replace(LossConfig(type=loss_type), **loss_fields)
+    parts = resolve_parts(loss_type, cross_modal, loss, id_anchors_only)
+    terms = [TERMS[p.kind].build(p, num_classes, feat_dim, **{f: getattr(loss, f) for f in TERMS[p.kind].reads})
+             for p in parts]
+    return Criterion(loss_type, parts, terms, neck_of(neck or RECIPE_NECK[loss_type]).metric_feature)

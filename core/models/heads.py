@@ -1,34 +1,24 @@
 """Necks (what sits between global pooling and the ID classifier) selected by name.
 
 - ``no``: identity; classifier ``Linear`` with bias, default init (RSB ``softmax_triplet``).
-- ``bnneck``: one ``BatchNorm1d`` (weight 1, bias 0 and frozen, "no shift"); classifier without bias,
-  ``N(0, 0.001)`` (RSB BNNeck).
+- ``bnneck``: one ``BatchNorm1d`` (weight 1, bias 0 and frozen, "no shift") shared by every modality;
+  classifier without bias, ``N(0, 0.001)`` (RSB BNNeck).
 - ``csbn``: the same BN, one per modality on a shared backbone (expAT ``feature_embedder_rgb/_ir``); with one
-  modality it is a single BN. ``modality_specific`` can override the per-neck default for ablations.
+  modality it is a single BN. ``modality_specific=False`` keeps the csbn placement with one shared BN.
+
+The layout of each name is defined once in :mod:`core.necks` (which also says which feature each loss consumes).
 
 The classifier is always shared across modalities. Unknown names raise instead of silently building a BN
 (SPEC pitfall 15).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional
 
 import torch
 from torch import nn
 
-
-@dataclass(frozen=True)
-class NeckSpec:
-    batch_norm: bool
-    modality_specific: bool
-
-
-NECKS = {
-    "no": NeckSpec(batch_norm=False, modality_specific=False),
-    "bnneck": NeckSpec(batch_norm=True, modality_specific=False),
-    "csbn": NeckSpec(batch_norm=True, modality_specific=True),
-}
+from core.necks import NECKS, neck_of
 
 
 class ModalityBatchNorm(nn.Module):
@@ -82,13 +72,14 @@ def build_head(
     bn_bias_learnable: bool = False,
     modality_specific: Optional[bool] = None,
 ) -> ReIDHead:
-    """Head for neck ``neck`` (one of ``NECKS``); ``modality_specific=None`` keeps the neck's default."""
-    if neck not in NECKS:
-        raise ValueError(f"unknown neck {neck!r}; valid: {', '.join(NECKS)}")
-    spec = NECKS[neck]
+    """Head for neck ``neck`` (one of ``NECKS``). ``modality_specific`` only applies to a per-modality neck
+    (``csbn``): ``False`` shares its BN; ``None`` keeps one BN per modality."""
+    spec = neck_of(neck)
+    if modality_specific is not None and not spec.per_modality:
+        raise ValueError(f"modality_specific applies to the csbn neck only, not to {neck!r}")
     if not spec.batch_norm:
         return ReIDHead(neck, None, nn.Linear(feat_dim, num_classes))
-    specific = spec.modality_specific if modality_specific is None else modality_specific
+    specific = spec.per_modality if modality_specific is None else modality_specific
     bn = ModalityBatchNorm(feat_dim, num_modalities if specific else 1, bn_bias_learnable)
     classifier = nn.Linear(feat_dim, num_classes, bias=False)
     nn.init.normal_(classifier.weight, std=0.001)
