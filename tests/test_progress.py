@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from ablation.progress import REFRESH_S, StudyProgress
-from ablation.study import load_study, plan_grid
+from ablation.study import load_study
 from ablation.trainable import StudyContext
 
 
@@ -19,7 +19,7 @@ class Terminal(io.StringIO):
 @pytest.fixture(scope="module")
 def ctx():
     spec = load_study("loss_comparison")  # 4 algorithms x 3 seeds, rank1 (max)
-    return StudyContext(spec=spec, plan=plan_grid(spec), tracking_uri="", experiment_id="", parent_run_id="",
+    return StudyContext(spec=spec, tracking_uri="", experiment_id="", parent_run_id="",
                         git_commit="")
 
 
@@ -80,7 +80,7 @@ def test_terminal_display_redraws_without_news(ctx, monkeypatch):
 
 def test_minimised_metric_and_pickling(ctx):
     spec = ctx.spec.__class__(**{**ctx.spec.__dict__, "metric": "loss", "mode": "min"})
-    c = StudyContext(spec=spec, plan=ctx.plan, tracking_uri="", experiment_id="", parent_run_id="", git_commit="")
+    c = StudyContext(spec=spec, tracking_uri="", experiment_id="", parent_run_id="", git_commit="")
     progress = StudyProgress(c, stream=io.StringIO())
     progress.setup(total_num_samples=12)
     trials = [trial(0, "TERMINATED", loss=2.0), trial(1, "TERMINATED", loss=1.0),

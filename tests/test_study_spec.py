@@ -87,7 +87,7 @@ TARGETS = {"source": "expAT README, Market-1501",
 
 
 def test_targets_become_the_report_tag(tmp_path):
-    spec = load_study(_write(tmp_path, {**BASE, "axes": {"loss.type": ["triplet", "expat"], "loss.at_margin": [1]},
+    spec = load_study(_write(tmp_path, {**BASE, "axes": {"loss.type": ["expat", "expat_center"], "loss.at_margin": [1]},
                                         "group_by": ["loss.type", "loss.at_margin"],
                                         "targets": {"source": "paper", "rows": [
                                             {"group": {"loss.at_margin": 1, "loss.type": "expat"}, "mAP": 80}]}}))
