@@ -118,13 +118,13 @@ def prepare_data(spec: StudySpec) -> None:
     """Generate or check each distinct dataset once in the driver, so trials never race to write it, and build
     each distinct training sampler, so data that cannot fill a batch is refused before any trial starts."""
     from core.data import build_train_sampler
-    from core.factory import build_dataset, check_pretrained
+    from core.factory import build_dataset, check_inputs
     splits: dict[tuple, object] = {}
     samplers = set()
     configs = [trial_config(spec, t.params, t.row) for t in spec.plan] or [spec.base_config()]
     for cfg in configs:
         try:
-            check_pretrained(cfg)
+            check_inputs(cfg)
         except ConfigError as exc:
             raise StudyError(f"study {spec.name}: {exc}") from None
         key = (cfg.data.dataset, cfg.data.root, cfg.data.synthetic_ids, cfg.data.synthetic_seed, cfg.data.regdb_trial,

@@ -64,7 +64,8 @@ _RULES: dict[str, _Rule] = {
                              lambda c: f"with data.dataset={c.data.dataset} (RegDB only)"),
     **{key: (lambda c: c.data.dataset in SYSU_LIKE,
              lambda c: f"with data.dataset={c.data.dataset} (the SYSU-MM01 protocol only)")
-       for key in ("eval.sysu_mode", "eval.sysu_shot", "eval.trials", "eval.trial_seed")},
+       for key in ("eval.sysu_mode", "eval.sysu_shot", "eval.trials", "eval.trial_seed", "eval.sysu_cmc",
+                   "eval.sysu_all_settings")},
 }
 
 UNREAD = "unread"  # the MLflow param value of a key the training does not read

@@ -15,10 +15,15 @@ from core.losses import build_criterion
 from core.models import ReIDModel
 from core.necks import NECKS
 
-def check_pretrained(cfg: Config) -> None:
-    """``model.pretrained``, when set, must be a file here (and on every node that trains it). The paper presets say
-    ``required``: their numbers come from ImageNet weights, so training from random weights must be asked for
-    (``none``) rather than happen because the path was forgotten."""
+def check_inputs(cfg: Config) -> None:
+    """What a run reads from disk must be named before it starts (a study's plan can be shown without them):
+    ``data.root`` for a dataset on disk, and ``model.pretrained``, which must then be a file here (and on every node
+    that trains it). The paper presets say ``required``: their numbers come from ImageNet weights, so training from
+    random weights must be asked for (``none``) rather than happen because the path was forgotten."""
+    d = cfg.data
+    if d.dataset in ("sysu_mm01", "regdb", "market1501", "dukemtmc") and not d.root:
+        raise ConfigError(f"data.root is empty but data.dataset={d.dataset} reads a dataset from disk; "
+                          f"set data.root=/path/to/{d.dataset}")
     if cfg.model.pretrained == PRETRAINED_REQUIRED:
         raise ConfigError(f"model.pretrained: this preset trains from ImageNet weights; pass "
                           f"model.pretrained=/path/to/{cfg.model.arch}.pth (a local torchvision state dict), or "

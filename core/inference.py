@@ -8,7 +8,7 @@ from core.config import SYSU_LIKE, Config
 from core.data import DatasetError, DatasetSplits
 from core.eval import evaluate_rank, evaluate_regdb_both, evaluate_sysu, metrics_to_percent, normalize, \
     pairwise_distance
-from core.eval.sysu import GALLERY_CAMS
+from core.eval.sysu import GALLERY_CAMS, SHOT_SIZE
 
 
 @torch.inference_mode()
@@ -37,9 +37,7 @@ def evaluate(model: torch.nn.Module, cfg: Config, splits: DatasetSplits, query_l
         qf, gf = normalize(qf), normalize(gf)
     e = cfg.eval
     if cfg.data.dataset in SYSU_LIKE:
-        res = evaluate_sysu(qf, gf, q_pids, g_pids, q_cams, g_cams, mode=e.sysu_mode, shot=e.sysu_shot,
-                            num_trials=e.trials, seed=e.trial_seed, metric=e.metric, cmc=e.sysu_cmc)
-        return _percent(res)
+        return _sysu_settings(qf, gf, q_pids, g_pids, q_cams, g_cams, e)
     if cfg.data.dataset == "regdb":
         return _regdb_both_directions(torch.cat([qf, gf]), np.concatenate([q_pids, g_pids]),
                                       np.concatenate([q_mods, g_mods]), e.regdb_direction, e.metric)
@@ -84,6 +82,22 @@ def check_evaluable(cfg: Config, splits: DatasetSplits) -> None:
     if not matched:
         raise DatasetError(f"{cfg.data.dataset}: no query has a true match in the gallery under the {rule} rule, so "
                            f"nothing could be evaluated; check the query and gallery folders under data.root")
+
+
+def _sysu_settings(qf, gf, q_pids, g_pids, q_cams, g_cams, e) -> dict[str, float]:
+    """The configured SYSU-MM01 setting as the main metrics; with ``eval.sysu_all_settings`` also rank-1 and mAP of
+    all four (``rank1_all_single``, ``mAP_indoor_multi``, ...), as papers report them."""
+    settings = [(m, s) for m in GALLERY_CAMS for s in SHOT_SIZE] if e.sysu_all_settings else [(e.sysu_mode,
+                                                                                             e.sysu_shot)]
+    out = {}
+    for mode, shot in settings:
+        res = _percent(evaluate_sysu(qf, gf, q_pids, g_pids, q_cams, g_cams, mode=mode, shot=shot,
+                                     num_trials=e.trials, seed=e.trial_seed, metric=e.metric, cmc=e.sysu_cmc))
+        if (mode, shot) == (e.sysu_mode, e.sysu_shot):
+            out.update(res)
+        if e.sysu_all_settings:
+            out.update({f"rank1_{mode}_{shot}": res["rank1"], f"mAP_{mode}_{shot}": res["mAP"]})
+    return out
 
 
 def _percent(res: dict) -> dict[str, float]:

@@ -23,15 +23,16 @@ def short_warnings() -> None:
 
 
 def check_machine(cfg: Config) -> None:
-    """Settings that are valid in general but impossible on this machine, refused before any work."""
+    """Settings that are valid in general but impossible on this machine (or files it lacks), refused before any
+    work."""
     from core.engine import resolve_device
-    from core.factory import check_pretrained
+    from core.factory import check_inputs
     resolve_device(cfg.run.device)
     cpus = os.cpu_count() or 1
     if cfg.run.threads > cpus:
         raise ConfigError(f"run.threads={cfg.run.threads} but this machine has {cpus} CPUs; set run.threads to at "
                           f"most {cpus} (0 = torch's default)")
-    check_pretrained(cfg)
+    check_inputs(cfg)
 
 
 def check_output_dir(out: Path, need_checkpoint: bool, no_resume: bool) -> None:

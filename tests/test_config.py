@@ -49,9 +49,11 @@ def test_unknown_key_suggests_the_near_one():
         load_config("quick", {"loss.margn": 0.3})
 
 
-def test_real_dataset_needs_a_root_and_unknown_preset_lists_choices():
-    with pytest.raises(ConfigError, match="data.root"):
-        load_config("market_paper")
+def test_real_dataset_needs_a_root_before_it_runs_and_unknown_preset_lists_choices():
+    from core.factory import check_inputs
+    cfg = load_config("market_paper", {"model.pretrained": "none"})  # a plan can be shown without the root
+    with pytest.raises(ConfigError, match="data.root is empty .* set data.root=/path/to/market1501"):
+        check_inputs(cfg)
     with pytest.raises(ConfigError, match="quick"):
         load_config("no_such_preset")
 
@@ -105,16 +107,16 @@ def test_a_yaml_boolean_without_a_word_for_it_is_refused_with_the_fix(key, value
 
 @pytest.mark.parametrize("preset", ["market_paper", "duke_paper", "sysu_paper", "regdb_paper"])
 def test_paper_presets_refuse_to_train_from_random_weights_unless_asked(preset, tmp_path):
-    from core.factory import check_pretrained, pretrained_path
+    from core.factory import check_inputs, pretrained_path
     with pytest.raises(ConfigError, match=r"model.pretrained: .*model.pretrained=none"):
-        check_pretrained(load_config(preset, {"data.root": "/d"}))
+        check_inputs(load_config(preset, {"data.root": "/d"}))
     chosen = load_config(preset, {"data.root": "/d", "model.pretrained": "none"})
-    check_pretrained(chosen)
+    check_inputs(chosen)
     assert pretrained_path(chosen) is None
     weights = tmp_path / "resnet50.pth"
     weights.write_bytes(b"")
     given = load_config(preset, {"data.root": "/d", "model.pretrained": str(weights)})
-    check_pretrained(given)
+    check_inputs(given)
     assert pretrained_path(given) == str(weights)
 
 
