@@ -23,6 +23,7 @@ from core.config import (Config, ConfigError, coerce_value, copy_config, get_val
 
 STUDY_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 SEED_KEY = "solver.seed"
+SPLIT_REPEAT_KEY = "data.regdb_trial"  # what a study's ``splits`` repeat over, as they repeat over ``seeds``
 TRIAL_INDEX = "trial_index"  # in a grid trial's Tune config, next to its dotted keys: its place in the plan
 # In a refit trial's Tune config, next to its dotted keys: the phase, and the row and variant it refits.
 PHASE_KEY, ROW_KEY, VARIANT_KEY = "phase", "row", "variant"
@@ -34,7 +35,7 @@ REPORTED_METRICS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP", "loss",
 SEARCH_ALGORITHMS = ("grid", "optuna")
 SCHEDULERS = ("fifo", "asha")
 SPACE_TYPES = ("float", "loguniform", "int", "choice")
-TOP_LEVEL = ("name", "description", "base", "overrides", "variants", "axes", "seeds", "group_by", "baseline",
+TOP_LEVEL = ("name", "description", "base", "overrides", "variants", "axes", "seeds", "splits", "group_by", "baseline",
              "search", "scheduler", "metric", "mode", "resources", "max_concurrent", "max_failures",
              "checkpoint_interval_s", "targets")
 
@@ -63,6 +64,9 @@ class StudySpec:
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # row name -> dotted overrides
     axes: dict[str, list] = field(default_factory=dict)
     seeds: list[int] = field(default_factory=lambda: [0])
+    # RegDB's train/test splits (data.regdb_trial 1..10) as repeats: each row trains and tests on every split, and
+    # its numbers average over splits and seeds, as RegDB results are reported. Empty: no repeat over splits.
+    splits: list[int] = field(default_factory=list)
     group_by: list[str] = field(default_factory=list)
     baseline: Any = field(default_factory=dict)  # {key: value} of a row, or the name of a variant
     search: dict[str, Any] = field(default_factory=lambda: {"algorithm": "grid"})
@@ -204,6 +208,7 @@ def validate_study(spec: StudySpec, set_keys: Sequence[str] = ()) -> None:
         raise StudyError(f"study {where}: 'seeds' must be a non-empty list of integers, e.g. [0, 1, 2]")
     if SEED_KEY in spec.axes or any(SEED_KEY in v for v in spec.variants.values()):
         raise StudyError(f"study {where}: put seeds under 'seeds', not as an axis or a variant's {SEED_KEY}")
+    _validate_splits(spec, cfg)
     shared = sorted({k for v in spec.variants.values() for k in v} & set(spec.axes))
     if shared:
         raise StudyError(f"study {where}: {shared[0]} is both an axis and set by a variant; set it in one place")
@@ -247,6 +252,26 @@ def validate_study(spec: StudySpec, set_keys: Sequence[str] = ()) -> None:
     targets_json(spec)  # refuses malformed targets
     spec.plan = plan_trials(spec) if spec.algorithm == "grid" else []
     _check_effective(spec, cfg, set_keys)
+
+
+def _validate_splits(spec: StudySpec, cfg: Config) -> None:
+    where = spec.name
+    if not spec.splits:
+        return
+    s = spec.splits
+    if not isinstance(s, list) or not all(isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= 10 for x in s) \
+            or len(set(s)) != len(s):
+        raise StudyError(f"study {where}: 'splits' must list distinct RegDB trials in 1..10, e.g. [1, 2, 3], got {s!r}")
+    if cfg.data.dataset != "regdb":
+        raise StudyError(f"study {where}: 'splits' repeats over RegDB's train/test splits but data.dataset="
+                         f"{cfg.data.dataset}; remove 'splits' or use a RegDB base (regdb_paper)")
+    if SPLIT_REPEAT_KEY in spec.overrides or SPLIT_REPEAT_KEY in spec.axes \
+            or any(SPLIT_REPEAT_KEY in v for v in spec.variants.values()):
+        raise StudyError(f"study {where}: 'splits' sets {SPLIT_REPEAT_KEY}; do not set it in overrides, axes or "
+                         f"variants too")
+    if spec.selects:
+        raise StudyError(f"study {where}: 'splits' is for grid studies; a search selects on one split's validation "
+                         f"identities")
 
 
 def _leak_free(spec: StudySpec) -> None:
@@ -348,17 +373,19 @@ def plan_trials(spec: StudySpec) -> list[Trial]:
     config (e.g. a batch size that the instances divide)."""
     keys = list(spec.axes)
     variants = list(spec.variants.items()) or [(None, {})]
+    splits = [{SPLIT_REPEAT_KEY: s} for s in spec.splits] or [{}]
     trials = []
     for variant, overrides in variants:
         for combo in itertools.product(*[spec.axes[k] for k in keys]):
             axis_values = dict(zip(keys, combo))
-            for seed in spec.seeds:
-                params = {**overrides, **axis_values, SEED_KEY: seed}
-                trial = Trial(index=len(trials), row=row_label(variant, axis_values), variant=variant,
-                              params=params, name=trial_name(params, variant, axis_values),
-                              phase=SEARCH if spec.selects else "")
-                trial_config(spec, trial.params, trial.row)
-                trials.append(trial)
+            for split in splits:
+                for seed in spec.seeds:
+                    params = {**overrides, **axis_values, **split, SEED_KEY: seed}
+                    trial = Trial(index=len(trials), row=row_label(variant, axis_values), variant=variant,
+                                  params=params, name=trial_name(params, variant, {**axis_values, **split}),
+                                  phase=SEARCH if spec.selects else "")
+                    trial_config(spec, trial.params, trial.row)
+                    trials.append(trial)
     return trials
 
 

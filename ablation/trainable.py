@@ -59,6 +59,8 @@ def run_trial(config: dict[str, Any], ctx: StudyContext) -> None:
             "node_id": ray.get_runtime_context().get_node_id(), "hostname": socket.gethostname()}
     if trial.variant:
         tags["variant"] = trial.variant
+    if spec.splits:  # a repeat, like the seed: the report pairs rows by (split, seed)
+        tags["split"] = str(cfg.data.regdb_trial)
     if trial.phase:
         tags["phase"] = trial.phase  # search (selects on eval.split=val) or refit (the report's table, on test)
     run = TrialRun(ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id, trial_id, run_name=trial.name,

@@ -23,7 +23,9 @@ from mlflow.exceptions import MlflowException
 
 #: Per-epoch metric names of the platform (ARCHITECTURE.md, "Conventions"); each becomes a trials column.
 EPOCH_METRICS = ("loss", "loss_id", "loss_metric", "loss_center", "lr",
-                 "rank1", "rank5", "rank10", "rank20", "mAP", "mINP", "epoch")
+                 "rank1", "rank5", "rank10", "rank20", "mAP", "mINP", "epoch",
+                 # RegDB: both directions (visible->thermal, thermal->visible), whichever is the main one
+                 "rank1_v2t", "mAP_v2t", "rank1_t2v", "mAP_t2v")
 FINISHED = "FINISHED"
 #: Parent-run tag holding the study's published numbers (``targets:`` of the study file), as JSON:
 #: ``{"source": str, "rows": {group label: {"rank1": float, "mAP": float, "name": str}}}``. Written by ablation.
@@ -147,7 +149,8 @@ def _trial_row(run, group_keys: tuple[str, ...]) -> dict:
     seed = tags.get("seed") or params.get("solver.seed")
     seed = int(seed) if seed and seed.lstrip("-").isdigit() else seed
     row = {"run_id": run.info.run_id, "run_name": run.info.run_name, "status": run.info.status,
-           "group": group, "seed": seed, "phase": tags.get("phase") or None,
+           "group": group, "seed": seed, "split": int(tags["split"]) if tags.get("split") else None,
+           "phase": tags.get("phase") or None,
            "trial_id": tags.get("trial_id"), "failure_reason": tags.get("failure_reason") or None,
            "start_time": run.info.start_time, "dataset": params.get(DATASET_PARAM)}
     row.update({k: params.get(k) for k in group_keys})
@@ -158,13 +161,14 @@ def _trial_row(run, group_keys: tuple[str, ...]) -> dict:
 def load_trials(info: StudyInfo) -> pd.DataFrame:
     """One row per trial (child run), in the order the trials started (ties broken by trial id, then run name).
 
-    Columns: run_id, run_name, status, group, seed, phase (``search`` / ``refit`` in a study that selects, else
-    None), trial_id, failure_reason, start_time, dataset (the
-    ``DATASET_PARAM`` param), one column per group-key
+    Columns: run_id, run_name, status, group, seed, split (the RegDB split of a study with ``splits``, else None),
+    phase (``search`` / ``refit`` in a study that selects, else None), trial_id, failure_reason, start_time, dataset
+    (the ``DATASET_PARAM`` param), one column per group-key
     param (string values, as MLflow stores params) and one per name in ``EPOCH_METRICS`` (final value or NaN).
     """
     rows = [_trial_row(run, info.group_keys) for run in _child_runs(open_client(info.name, info.tracking_uri), info)]
-    columns = ["run_id", "run_name", "status", "group", "seed", "phase", "trial_id", "failure_reason", "start_time",
+    columns = ["run_id", "run_name", "status", "group", "seed", "split", "phase", "trial_id", "failure_reason",
+               "start_time",
                "dataset", *info.group_keys, *EPOCH_METRICS]
     df = pd.DataFrame(rows, columns=columns)
     df[list(EPOCH_METRICS)] = df[list(EPOCH_METRICS)].astype(float)

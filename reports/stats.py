@@ -155,8 +155,12 @@ def compare_groups(finished: pd.DataFrame, metric: str, baseline: str, groups: l
     rows tested; NaN otherwise).
     """
     def by_seed(group: str) -> pd.Series:
+        """A group's values by repeat: the seed, or (split, seed) where the study repeats over RegDB splits."""
         g = finished[finished["group"] == group]
-        return pd.Series(g[metric].to_numpy(dtype=float), index=g["seed"].to_numpy()).groupby(level=0).mean()
+        split = g["split"] if "split" in g else None
+        repeat = g["seed"] if split is None or split.isna().all() else \
+            [f"{sp}/{sd}" for sp, sd in zip(split, g["seed"])]
+        return pd.Series(g[metric].to_numpy(dtype=float), index=list(repeat)).groupby(level=0).mean()
 
     base = by_seed(baseline)
     rows = {}

@@ -29,7 +29,7 @@ LABELS = {"rank1": "Rank-1", "rank5": "Rank-5", "rank10": "Rank-10", "rank20": "
           "mINP": "mINP"}
 #: Always in the table (the Top1 (mAP) column and the bar chart need them).
 CORE_METRICS = ("rank1", "mAP")
-OPTIONAL_METRICS = ("mINP",)
+OPTIONAL_METRICS = ("mINP", "rank1_v2t", "mAP_v2t", "rank1_t2v", "mAP_t2v")  # RegDB: both directions
 
 
 def label(metric: str) -> str:

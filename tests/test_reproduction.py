@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from ablation.study import load_study, trial_config
-from core.data import generate_market, generate_sysu
+from core.data import generate_market, generate_regdb, generate_sysu
 from core.engine import train
 
 ROOT = Path(__file__).resolve().parent.parent
-STUDIES = ["reproduce_market", "reproduce_duke", "reproduce_sysu"]
+STUDIES = ["reproduce_market", "reproduce_duke", "reproduce_sysu", "reproduce_regdb"]
 # A step of the study's own settings at toy size: ResNet-18 from random weights, 64x32 images, one step, one eval.
 TOY = {"model.arch": "resnet18", "model.pretrained": "none", "data.height": 64, "data.width": 32,
        "data.num_workers": 0, "solver.epochs": 1, "solver.max_steps_per_epoch": 1, "eval.every": 1,
@@ -33,7 +33,8 @@ def test_reproduction_study_plans_without_data_and_refuses_to_start_without_it(t
                           capture_output=True, text=True, timeout=120)
     assert plan.returncode == 0, plan.stderr
     spec = load_study(study)
-    assert spec.targets and spec.baseline_label() == "loss.type=triplet"
+    assert spec.baseline_label() == "loss.type=triplet"
+    assert bool(spec.targets) == (study != "reproduce_regdb")  # RegDB's published numbers are not in the README
     for sets, key in [((), "data.root"), (("data.root=/data/reid",), "model.pretrained")]:
         proc = run_cli(tmp_path, study, *sets)
         lines = proc.stderr.strip().splitlines()
@@ -43,6 +44,8 @@ def test_reproduction_study_plans_without_data_and_refuses_to_start_without_it(t
 
 
 def _layout(study: str, tmp_path: Path) -> str:
+    if study == "reproduce_regdb":
+        return str(generate_regdb(tmp_path / "RegDB", num_ids=12, num_test_ids=4, images_per_modality=2))
     if study == "reproduce_sysu":
         generate_sysu(tmp_path / "sysu", num_ids=12, num_val_ids=2, num_test_ids=4, images_per_cam=2)
         return str(tmp_path / "sysu")
@@ -60,5 +63,48 @@ def test_reproduction_study_trains_a_step_on_its_real_layout(tmp_path, study):
     assert result.final["epoch"] == 1 and 0.0 <= result.final["rank1"] <= 100.0
     if study == "reproduce_sysu":  # every SYSU-MM01 setting is logged
         assert {f"rank1_{m}_{s}" for m in ("all", "indoor") for s in ("single", "multi")} <= set(result.final)
+    elif study == "reproduce_regdb":  # the last split, both directions
+        assert cfg.data.regdb_trial == 10 and {"rank1_v2t", "rank1_t2v", "mAP_v2t", "mAP_t2v"} <= set(result.final)
     else:
         assert cfg.model.stem_relu is False  # the authors' RGB network
+
+
+@pytest.mark.slow
+def test_regdb_study_repeats_over_splits_and_reports_both_directions(tmp_path):
+    """Two algorithms x 3 RegDB splits x 1 seed on generated RegDB-layout data: each row averages its 3 splits
+    (checked against the child runs' own metrics), is paired with the baseline split by split, and shows both
+    directions; trials.csv keeps the per-split numbers."""
+    import pandas as pd
+    import yaml
+    from mlflow.tracking import MlflowClient
+    root = generate_regdb(tmp_path / "RegDB", num_ids=12, num_test_ids=4, images_per_modality=2, num_trials=3)
+    study = {"base": "quick", "overrides": {"data.dataset": "regdb", "data.root": str(root), "data.sampler": "pk",
+                                           "data.batch_size": 16, "solver.epochs": 1, "solver.max_steps_per_epoch": 2},
+             "axes": {"loss.type": ["triplet", "expat"]}, "splits": [1, 2, 3], "seeds": [0],
+             "baseline": {"loss.type": "triplet"}, "resources": {"cpu": 1}}
+    (tmp_path / "regdb_splits.yaml").write_text(yaml.safe_dump(study))
+    proc = subprocess.run([sys.executable, "-m", "ablation.run", "--study", str(tmp_path / "regdb_splits.yaml"),
+                           "--num-cpus", "2", "--tracking-uri", str(tmp_path / "mlflow.db"),
+                           "--storage-path", str(tmp_path / "ray_results")], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "6/6 trials finished, 0 failed" in proc.stdout
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("regdb_splits")
+    runs = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("kind") == "trial"]
+    assert sorted((r.data.tags["group"], r.data.tags["split"]) for r in runs) == sorted(
+        (f"loss.type={t}", str(s)) for t in ("triplet", "expat") for s in (1, 2, 3))
+    out = tmp_path / "outputs" / "reports" / "regdb_splits"
+    trials = pd.read_csv(out / "trials.csv")
+    assert sorted(trials["split"]) == [1, 1, 2, 2, 3, 3]
+    table = pd.read_csv(out / "table.csv").set_index("group")
+    for group in ("loss.type=triplet", "loss.type=expat"):
+        mine = [r for r in runs if r.data.tags["group"] == group]
+        assert table.loc[group, "n"] == 3
+        for metric in ("rank1", "rank1_v2t", "rank1_t2v"):
+            expected = sum(r.data.metrics[metric] for r in mine) / 3
+            assert table.loc[group, f"{metric}_mean"] == pytest.approx(expected, abs=0.006), (group, metric)
+    # paired split by split: one seed alone would leave a single pair, too few for a test
+    assert table.loc["loss.type=expat", "rank1_test"] == "paired"
+    report = (out / "report.md").read_text()
+    assert "rank1_v2t" in report and "rank1_t2v" in report

@@ -13,7 +13,7 @@ from .loaders import (SAMPLERS, ReidDataset, SeededBatchSampler, build_test_load
 from .records import DatasetError, DatasetSplits, ImageRecord, relabel_pids
 from .samplers import (ROLES, CrossModalIdentitySampler, EpochBatchSampler, RandomBatchSampler,
                        RandomIdentitySampler, TripletSampler)
-from .synthetic import ensure_generated, generate_market, generate_sysu
+from .synthetic import ensure_generated, generate_market, generate_regdb, generate_sysu
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, ReidTransform, build_transforms
 
 __all__ = [
@@ -27,6 +27,6 @@ __all__ = [
     "DatasetError", "DatasetSplits", "ImageRecord", "relabel_pids",
     "ROLES", "CrossModalIdentitySampler", "EpochBatchSampler", "RandomBatchSampler", "RandomIdentitySampler",
     "TripletSampler",
-    "ensure_generated", "generate_market", "generate_sysu",
+    "ensure_generated", "generate_market", "generate_regdb", "generate_sysu",
     "IMAGENET_MEAN", "IMAGENET_STD", "ReidTransform", "build_transforms",
 ]

@@ -143,6 +143,35 @@ def generate_sysu(root, num_ids: int = 40, num_val_ids: int = 4, num_test_ids: i
     return root
 
 
+def generate_regdb(root, num_ids: int = 20, num_test_ids: int = 10, images_per_modality: int = 4,
+                   num_trials: int = 10, height: int = 64, width: int = 32, seed: int = 0) -> Path:
+    """RegDB layout: root/Visible/{pid}/{k}.jpg, root/Thermal/{pid}/{k}.jpg and, for each trial 1..num_trials,
+    root/idx/{train,test}_{visible,thermal}_{trial}.txt (lines ``relpath label``).
+
+    As in RegDB each trial is its own random split of the identities into train and test (seeded by ``seed`` and
+    the trial), so the trials train and test different models on different people.
+    """
+    root = Path(root)
+    if num_ids - num_test_ids < 2 or num_test_ids < 1 or not 1 <= num_trials <= 10:
+        raise DatasetError(f"generate_regdb: need >=2 train ids, >=1 test id and 1..10 trials, got num_ids={num_ids},"
+                           f" num_test_ids={num_test_ids}, num_trials={num_trials}.")
+    ids = list(range(1, num_ids + 1))
+    for pid in ids:
+        for folder, infrared in (("Visible", False), ("Thermal", True)):
+            for k in range(images_per_modality):
+                image = _person(seed, pid, 3 if infrared else 1, k, height, width, infrared=infrared)
+                _write_jpg(root / folder / str(pid) / f"{k + 1:04d}.jpg", image)
+    (root / "idx").mkdir(parents=True, exist_ok=True)
+    for trial in range(1, num_trials + 1):
+        test = set(np.random.default_rng([seed, trial]).choice(ids, num_test_ids, replace=False).tolist())
+        for split, members in (("train", [p for p in ids if p not in test]), ("test", sorted(test))):
+            for folder in ("Visible", "Thermal"):
+                lines = [f"{folder}/{pid}/{k + 1:04d}.jpg {pid}" for pid in members
+                         for k in range(images_per_modality)]
+                (root / "idx" / f"{split}_{folder.lower()}_{trial}.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
 def generate_market(root, num_train_ids: int = 24, num_test_ids: int = 16, cams_per_id: int = 3,
                     images_per_cam: int = 3, num_junk: int = 10, num_distractors: int = 10, height: int = 64,
                     width: int = 32, seed: int = 0) -> Path:
