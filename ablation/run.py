@@ -34,6 +34,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="continue the latest run of this study")
     p.add_argument("--address", default=None, help="Ray cluster address (default: start Ray locally)")
     p.add_argument("--dry-run", action="store_true", help="print the trial plan and exit")
+    p.add_argument("--estimate", action="store_true",
+                   help="time a few training steps and the test forward pass of one trial on this machine, print "
+                        "the study's iterations, images and wall time, and exit (nothing is logged)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key for every trial, e.g. --set solver.epochs=2")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite ./mlflow.db)")
@@ -61,6 +64,17 @@ def describe_plan(spec: StudySpec) -> str:
     return "\n".join(lines)
 
 
+def print_estimate(spec: StudySpec) -> int:
+    from ablation.estimate import estimate
+    from core.data import DatasetError
+    try:
+        print(estimate(spec).describe(spec.name))
+    except (StudyError, ConfigError, DatasetError) as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     short_warnings()
@@ -72,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     print(describe_plan(spec))
     if args.dry_run:
         return 0
+    if args.estimate:
+        return print_estimate(spec)
     from ablation.driver import StudyInterrupted, run_study
     from ablation.tracking import TrackingError, absolute_tracking_uri
     from core.data import DatasetError
