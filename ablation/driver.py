@@ -30,7 +30,7 @@ from ablation.trainable import StudyContext, run_trial
 from ablation.tune_state import BACKUP_EVERY_S, backup_experiment_state, repair_experiment_state
 from core.config import ConfigError, get_value
 from core.files import probe_write
-from reports.collect import TARGETS_TAG
+from core.names import TARGETS_TAG
 
 RAY_AUTH_MODE = "RAY_AUTH_MODE"
 
@@ -484,7 +484,6 @@ def _run(spec: StudySpec, client: MlflowClient, tracking_uri: str, storage_path:
                                 parent_run_id=parent_id))
     retry(lambda: client.set_tag(parent_id, "interrupted", "false"))
     retry(lambda: client.set_terminated(parent_id, "FINISHED"))
-    statuses = [r.info.status for r in retry(lambda: client.search_runs(
-        [exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'", max_results=10000))]
+    statuses = [r.info.status for r in children(client, exp_id, parent_id)]
     return StudyOutcome(spec.name, parent_id, tracking_uri, ray_path, total + refit_total, statuses.count("FINISHED"),
                         statuses.count("FAILED"), report_path)

@@ -89,10 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.estimate:
         return print_estimate(spec)
     from ablation.driver import StudyInterrupted, run_study
-    from ablation.tracking import TrackingError, absolute_tracking_uri
+    from ablation.tracking import TrackingError
+    from core.names import tracking_uri
     from core.data import DatasetError
     try:
-        outcome = run_study(spec, tracking_uri=absolute_tracking_uri(args.tracking_uri),
+        outcome = run_study(spec, tracking_uri=tracking_uri(args.tracking_uri),
                             storage_path=str(Path(args.storage_path).resolve()), address=args.address,
                             resume=args.resume, num_cpus=args.num_cpus, build_report=not args.no_report,
                             verbose=args.verbose)

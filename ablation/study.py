@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from core.names import EVAL_METRICS, LOSS_METRICS
 from core.config import (Config, ConfigError, coerce_value, copy_config, get_value, load_config, read_yaml_mapping,
                          set_value)
 
@@ -30,8 +31,7 @@ PHASE_KEY, ROW_KEY, VARIANT_KEY = "phase", "row", "variant"
 SPLIT_KEY = "eval.split"
 SEARCH, REFIT = "search", "refit"  # the phases of a study that selects hyperparameters (tag ``phase``)
 # What the trainer reports each epoch (see docs/ARCHITECTURE.md); a study may only optimise one of these.
-REPORTED_METRICS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP", "loss", "loss_id", "loss_metric",
-                    "loss_center")
+REPORTED_METRICS = (*EVAL_METRICS, *LOSS_METRICS)
 SEARCH_ALGORITHMS = ("grid", "optuna")
 SCHEDULERS = ("fifo", "asha")
 SPACE_TYPES = ("float", "loguniform", "int", "choice")

@@ -23,35 +23,15 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from core.files import probe_write
+from core.names import (KIND_STUDY, KIND_TAG, KIND_TRIAL, PARENT_ID_TAG, STUDY_TAG, child_runs,
+                        study_run_filter)
 from core.locks import exclusive_lock
 
 T = TypeVar("T")
-PARENT_ID_TAG = "mlflow.parentRunId"
 
 
 class TrackingError(RuntimeError):
     """The tracking store cannot be used; the message says which store and what to do."""
-
-
-def default_tracking_uri() -> str:
-    return f"sqlite:///{(Path.cwd() / 'mlflow.db').resolve()}"
-
-
-def absolute_tracking_uri(uri: str | None) -> str:
-    """Ray trials run in their own folders, so a relative SQLite path would split the results: make it absolute."""
-    if not uri:
-        return default_tracking_uri()
-    if "://" not in uri:  # a bare path to a database file
-        return f"sqlite:///{Path(uri).expanduser().resolve()}"
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return f"sqlite:///{Path(uri[len('sqlite:///'):]).resolve()}"
-    return uri
-
-
-def check_tracking_store(uri: str) -> None:
-    """Fail before any training when the store cannot be written (and create a fresh store's schema)."""
-    check_tracking_reachable(uri)
-    open_tracking_store(uri)
 
 
 def open_tracking_store(uri: str) -> MlflowClient:
@@ -222,14 +202,14 @@ def ensure_experiment(client: MlflowClient, name: str) -> str:
 
 
 def find_parent_run(client: MlflowClient, exp_id: str, study: str):
-    runs = retry(lambda: client.search_runs([exp_id], filter_string=f"tags.kind = 'study' and tags.study = '{study}'",
+    runs = retry(lambda: client.search_runs([exp_id], filter_string=study_run_filter(study),
                                             order_by=["attributes.start_time DESC"], max_results=1))
     return runs[0] if runs else None
 
 
 def create_parent_run(client: MlflowClient, exp_id: str, study: str, tags: dict[str, str],
                       params: dict[str, Any]) -> str:
-    run = retry(lambda: client.create_run(exp_id, run_name=study, tags={"kind": "study", "study": study, **tags}))
+    run = retry(lambda: client.create_run(exp_id, run_name=study, tags={KIND_TAG: KIND_STUDY, STUDY_TAG: study, **tags}))
     log_params(client, run.info.run_id, params)
     return run.info.run_id
 
@@ -241,8 +221,7 @@ def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> Non
 
 
 def children(client: MlflowClient, exp_id: str, parent_id: str) -> list:
-    return retry(lambda: client.search_runs([exp_id], filter_string=f"tags.`{PARENT_ID_TAG}` = '{parent_id}'",
-                                            max_results=10000))
+    return retry(lambda: child_runs(client, exp_id, parent_id))
 
 
 def find_child(client: MlflowClient, exp_id: str, parent_id: str, trial_id: str):
@@ -305,7 +284,7 @@ class TrialRun:
                     return made
                 calls.append(1)
                 return self.client.create_run(exp_id, run_name=run_name,
-                                              tags={PARENT_ID_TAG: parent_id, "kind": "trial", "trial_id": trial_id,
+                                              tags={PARENT_ID_TAG: parent_id, KIND_TAG: KIND_TRIAL, "trial_id": trial_id,
                                                     **tags})
 
             run = retry(create)

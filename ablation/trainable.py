@@ -25,6 +25,7 @@ from core.config import ConfigError, to_yaml
 from core.effective import effective_params, resolve
 from core.data import DatasetError
 from core.engine import NonFiniteLossError, train
+from core.names import EVAL_METRICS
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ def _report_if_ended(ctx: StudyContext, trial_id: str) -> bool:
     return False
 
 
-_EVAL_KEYS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")
+_EVAL_KEYS = EVAL_METRICS
 _DETERMINISTIC = (NonFiniteLossError, DatasetError, ConfigError)
 
 

@@ -40,6 +40,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.names import PARENT_ID_TAG, study_run_filter
+
 CHROMIUM = "/usr/bin/chromium"
 BROWSER_HOST = "mlflow-server.test"  # RFC 2606 reserved name; the browser maps it onto 127.0.0.1
 VIEW_COLUMNS_METRICS = ("rank1", "mAP", "mINP")
@@ -193,7 +195,7 @@ def find_study_runs(base: str, study: str) -> StudyRuns:
                          f"run the study first or pass --tracking-uri") from None
     exp_id = exp["experiment_id"]
     parents = rest(base, "POST", "runs/search", {
-        "experiment_ids": [exp_id], "filter": f"tags.kind = 'study' and tags.study = '{study}'",
+        "experiment_ids": [exp_id], "filter": study_run_filter(study),
         "order_by": ["attributes.start_time DESC"], "max_results": 1}).get("runs", [])
     if not parents:
         raise SystemExit(f"ui_check: experiment {study!r} has no study run (tag kind=study)")
@@ -201,7 +203,7 @@ def find_study_runs(base: str, study: str) -> StudyRuns:
     tags = {t["key"]: t["value"] for t in parent["data"].get("tags", [])}
     children, token = [], None
     while True:
-        body = {"experiment_ids": [exp_id], "filter": f"tags.`mlflow.parentRunId` = '{parent['info']['run_id']}'",
+        body = {"experiment_ids": [exp_id], "filter": f"tags.`{PARENT_ID_TAG}` = '{parent['info']['run_id']}'",
                 "max_results": 1000}
         if token:
             body["page_token"] = token
@@ -221,7 +223,7 @@ def share_study_view(base: str, study: str, runs: StudyRuns) -> str:
     params = list(dict.fromkeys([*runs.group_keys, *VIEW_COLUMNS_PARAMS]))
     columns = [f"metrics.`{m}`" for m in VIEW_COLUMNS_METRICS] + [f"params.`{p}`" for p in params]
     state = {
-        "searchFilter": f"tags.`mlflow.parentRunId` = '{runs.parent_id}'",
+        "searchFilter": f"tags.`{PARENT_ID_TAG}` = '{runs.parent_id}'",
         "selectedColumns": columns,
         # The UI applies widths to the columns named in columnOrder only (and in that order).
         "columnOrder": ["attributes.`Run Name`", *columns],
@@ -331,8 +333,8 @@ def main(argv: list[str] | None = None) -> int:
         base = args.server.rstrip("/")
         origin, rules = base, None  # a server started elsewhere keeps its own host checks: open it by the URL given
     else:
-        from ablation.tracking import absolute_tracking_uri
-        uri = absolute_tracking_uri(args.tracking_uri)
+        from core.names import tracking_uri
+        uri = tracking_uri(args.tracking_uri)
         if not uri.startswith("sqlite:///"):
             print(f"ui_check: --tracking-uri {uri} is not a SQLite store; pass --server for a running server",
                   file=sys.stderr)

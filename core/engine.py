@@ -18,13 +18,13 @@ import torch
 
 from core.checkpoint import load_checkpoint, save_checkpoint
 from core.config import Config, ConfigError, flatten_mapping, to_dict, to_flat_dict
+from core.names import EVAL_METRICS, LOSS_METRICS
 from core.data import set_loader_epoch
 from core.factory import build_dataset, build_loaders, build_loss, build_model
 from core.inference import evaluate
 from core.optim import build_optimizer, lr_factor, set_lr
 
 Reporter = Callable[[int, dict, Optional[str]], None]
-EVAL_METRICS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -209,7 +209,7 @@ class Trainer:
 
 def format_metrics(m: dict) -> str:
     items = [f"epoch {m['epoch']}"]
-    for k in ("loss", "loss_id", "loss_metric", "loss_center", *EVAL_METRICS):
+    for k in (*LOSS_METRICS, *EVAL_METRICS):
         if k in m and m[k] is not None and not (isinstance(m[k], float) and math.isnan(m[k])):
             items.append(f"{k} {m[k]:.4g}")
     if m.get("lr") is not None:

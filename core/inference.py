@@ -9,6 +9,7 @@ from core.data import DatasetError, DatasetSplits
 from core.eval import evaluate_rank, evaluate_regdb_both, evaluate_sysu, metrics_to_percent, normalize, \
     pairwise_distance
 from core.eval.sysu import GALLERY_CAMS, SHOT_SIZE
+from core.names import EVAL_METRICS
 
 
 @torch.inference_mode()
@@ -101,4 +102,4 @@ def _sysu_settings(qf, gf, q_pids, g_pids, q_cams, g_cams, e) -> dict[str, float
 
 
 def _percent(res: dict) -> dict[str, float]:
-    return {k: float(res[k]) * 100.0 for k in ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")}
+    return {k: float(res[k]) * 100.0 for k in EVAL_METRICS}

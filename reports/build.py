@@ -12,8 +12,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from core.names import tracking_uri
 from reports.collect import (ReportError, StudyInfo, collect_trials, finished_mask, load_history,
-                             normalize_tracking_uri, open_client, table_trials)
+                             open_client, table_trials)
 from reports.effects import (IMPORTANCE_EVALUATOR, best_trial, interaction_means, main_effects, param_importance,
                              value_order, varied_keys)
 from reports.exports import table_frame, write_csv, write_tex
@@ -124,11 +125,6 @@ def _selection_note(selection: str | None, trials) -> str | None:
             f"({selection}).")
 
 
-def default_tracking_uri() -> str:
-    """``sqlite:////abs/cwd/mlflow.db``: absolute, because MLflow resolves relative SQLite paths per process."""
-    return normalize_tracking_uri("mlflow.db")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m reports.build", description=__doc__.splitlines()[0])
     parser.add_argument("--study", required=True, action="append",
@@ -142,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-log", action="store_true", help="do not log the report to the parent run")
     args = parser.parse_args(argv)
     studies = list(dict.fromkeys(args.study))
-    uri = args.tracking_uri or default_tracking_uri()
+    uri = tracking_uri(args.tracking_uri)
     if len(studies) > 1 and args.parent_run_id:
         print("error: --parent-run-id names one study run; give one --study with it", file=sys.stderr)
         return 2

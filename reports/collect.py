@@ -21,17 +21,11 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-#: Per-epoch metric names of the platform (ARCHITECTURE.md, "Conventions"); each becomes a trials column.
-EPOCH_METRICS = ("loss", "loss_id", "loss_metric", "loss_center", "lr",
-                 "rank1", "rank5", "rank10", "rank20", "mAP", "mINP", "epoch",
-                 # RegDB: both directions (visible->thermal, thermal->visible), whichever is the main one
-                 "rank1_v2t", "mAP_v2t", "rank1_t2v", "mAP_t2v")
+from core.names import (DATASET_PARAM, EPOCH_METRICS, KIND_STUDY, KIND_TAG, STUDY_TAG, TARGETS_TAG, child_runs,
+                        study_run_filter)
+from core.names import tracking_uri as resolve_uri
+
 FINISHED = "FINISHED"
-#: Parent-run tag holding the study's published numbers (``targets:`` of the study file), as JSON:
-#: ``{"source": str, "rows": {group label: {"rank1": float, "mAP": float, "name": str}}}``. Written by ablation.
-TARGETS_TAG = "study.targets"
-#: The config key (an MLflow param of every trial) naming the dataset: the column of a paper-style table.
-DATASET_PARAM = "data.dataset"
 
 
 class ReportError(ValueError):
@@ -61,17 +55,6 @@ def _hint(study: str) -> str:
     return f"run `python -m ablation.run --study {study}` first"
 
 
-def normalize_tracking_uri(tracking_uri: str) -> str:
-    """A bare file path (``mlflow.db``, ``/abs/mlflow.db``) means that SQLite file: ``sqlite:////abs/path``.
-
-    The CLIs of the platform accept either form; MLflow itself would take a bare path for the deprecated file
-    store and raise.
-    """
-    if ":" in tracking_uri or not (tracking_uri.endswith(".db") or "/" in tracking_uri):
-        return tracking_uri  # a URI (sqlite:, http:, ...) or a name MLflow resolves itself
-    return f"sqlite:///{Path(tracking_uri).resolve()}"
-
-
 def open_client(study: str, tracking_uri: str) -> MlflowClient:
     """A client for ``tracking_uri``; refuses a SQLite file that does not exist.
 
@@ -88,7 +71,7 @@ def open_client(study: str, tracking_uri: str) -> MlflowClient:
 
 def find_study(study: str, tracking_uri: str, parent_run_id: str | None = None) -> StudyInfo:
     """Locate the study's parent run: ``parent_run_id`` if given, else the most recently started one."""
-    tracking_uri = normalize_tracking_uri(tracking_uri)
+    tracking_uri = resolve_uri(tracking_uri)
     client = open_client(study, tracking_uri)
     experiment = client.get_experiment_by_name(study)
     if experiment is None:
@@ -98,11 +81,11 @@ def find_study(study: str, tracking_uri: str, parent_run_id: str | None = None) 
             parent = client.get_run(parent_run_id)
         except MlflowException as exc:
             raise ReportError(f"study {study!r}: parent run {parent_run_id} not found at {tracking_uri}") from exc
-        if parent.data.tags.get("kind") != "study" or parent.data.tags.get("study") != study:
+        if parent.data.tags.get(KIND_TAG) != KIND_STUDY or parent.data.tags.get(STUDY_TAG) != study:
             raise ReportError(f"study {study!r}: run {parent_run_id} at {tracking_uri} is not a parent run of it")
     else:
         found = client.search_runs([experiment.experiment_id],
-                                   filter_string=f"tags.kind = 'study' AND tags.study = '{study}'",
+                                   filter_string=study_run_filter(study),
                                    order_by=["attributes.start_time DESC"], max_results=1)
         if not found:
             raise ReportError(f"study {study!r}: no parent run (tag kind=study) at {tracking_uri} ({_hint(study)})")
@@ -130,15 +113,7 @@ def _targets(study: str, text: str | None) -> dict | None:
 
 def _child_runs(client: MlflowClient, info: StudyInfo) -> list:
     """Every child of the parent run, following MLflow's result pages."""
-    runs, token = [], None
-    while True:
-        page = client.search_runs([info.experiment_id],
-                                  filter_string=f"tags.mlflow.parentRunId = '{info.parent_run_id}'",
-                                  max_results=1000, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
+    return child_runs(client, info.experiment_id, info.parent_run_id)
 
 
 def _trial_row(run, group_keys: tuple[str, ...]) -> dict:

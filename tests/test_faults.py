@@ -252,7 +252,7 @@ def test_drivers_opening_one_new_sqlite_store_at_once_all_succeed(tmp_path):
     """Without a lock, MLflow's schema migrations started by several processes on one new file collide (alembic
     errors in all of them); the first use is serialised, so each driver finds or builds the schema cleanly."""
     uri = f"sqlite:///{tmp_path / 'fresh.db'}"
-    code = "import sys; from ablation.tracking import check_tracking_store; check_tracking_store(sys.argv[1])"
+    code = "import sys; from ablation.tracking import open_tracking_store; open_tracking_store(sys.argv[1])"
     procs = [subprocess.Popen([sys.executable, "-c", code, uri], cwd=ROOT, env=_env(tmp_path / "cache"),
                               stderr=subprocess.PIPE, text=True) for _ in range(4)]
     errors = [(p.wait(timeout=300), p.stderr.read()) for p in procs]

@@ -14,7 +14,8 @@ from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import Metric, Param  # noqa: E402
 
 from reports.build import build_report, main  # noqa: E402
-from reports.collect import TARGETS_TAG, collect_trials  # noqa: E402
+from core.names import TARGETS_TAG  # noqa: E402
+from reports.collect import collect_trials  # noqa: E402
 from reports.effects import main_effects, varied_keys  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*noload.*")

@@ -18,6 +18,7 @@ import torch
 
 from core.eval.distance import pairwise_distance
 from core.eval.rank import as_numpy, first_identity_ranks, metrics_dict, query_metrics, summarize
+from core.names import EVAL_METRICS
 
 GALLERY_CAMS = {"all": (1, 2, 4, 5), "indoor": (1, 2)}
 SHOT_SIZE = {"single": 1, "multi": 10}
@@ -79,7 +80,7 @@ def evaluate_sysu_distmat(distmat, q_pids, g_pids, q_camids, g_camids, mode: str
         curve, mAP, mINP = summarize(first, ap, inp, max_rank=max_rank)
         cmcs.append(curve)
         trials.append({**metrics_dict(curve, mAP, mINP), "seed": trial_seed, "gallery_size": int(cols.size)})
-    out = {k: float(np.mean([tr[k] for tr in trials])) for k in ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")}
+    out = {k: float(np.mean([tr[k] for tr in trials])) for k in EVAL_METRICS}
     out.update(cmc=np.mean(cmcs, axis=0), trials=trials, seeds=[tr["seed"] for tr in trials], mode=mode, shot=shot,
                cmc_form=cmc)
     return out
