@@ -23,7 +23,7 @@ def build_optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: 
         g["base_lr"] = g["lr"]
     # fused kernels: one call for all the per-parameter groups (measured 6-7x faster optimiser step on CPU)
     if name == "adam":
-        return torch.optim.Adam(groups, fused=True)  # L2 decay inside Adam, not AdamW (SPEC 3.2)
+        return torch.optim.Adam(groups, fused=True)  # L2 decay inside Adam, not AdamW (docs/REPRODUCTION.md §7.4)
     if name == "sgd":
         return torch.optim.SGD(groups, momentum=0.9, fused=True)
     raise ValueError(f"unknown optimizer {name!r}; use adam or sgd")

@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("preset, loss_type, neck, weights", [
-    # SPEC 4 (rgb_exp, one modality) and SPEC 3 (rgbir_exp): (id, metric, center) weights of each recipe
+    # docs/REPRODUCTION.md §5.1 (rgb_exp, one modality) and §5.2 (rgbir_exp): (id, metric, center) weights
+    # of each recipe
     ("quick_market", "triplet", "no", (1.0, 1.0, None)),
     ("quick_market", "bnneck", "bnneck", (1.0, 1.0, None)),
     ("quick_market", "expat", "csbn", (1.0, 0.1, None)),

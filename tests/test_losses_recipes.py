@@ -206,8 +206,8 @@ def test_margin_one_expat_criterion_value_by_hand():
 @pytest.mark.parametrize("neck, metric_feature", [("no", "global_feat"), ("bnneck", "global_feat"),
                                                    ("csbn", "neck_feat")])
 def test_the_neck_decides_which_feature_every_loss_consumes(loss_type, neck, metric_feature):
-    """SPEC 2 / RSB: bnneck puts metric (and center) losses before the BN, csbn after it; the ID loss always reads
-    the classifier's logits. Any loss type on any neck follows the neck, not its own reference neck."""
+    """docs/REPRODUCTION.md §4 / RSB: bnneck puts metric (and center) losses before the BN, csbn after it; the ID loss
+    always reads the classifier's logits. Any loss type on any neck follows the neck, not its own reference neck."""
     out, batch = fake_outputs(8, seed=6), pk()
     crit = build_criterion(loss_type, C, D, neck=neck)
     _, comps = crit(out, batch)

@@ -142,8 +142,8 @@ def _sysu_images(folder: Path, ids: list[int], cams: tuple[int, ...]) -> list[Im
 def parse_sysu_mm01(root: str | os.PathLike, train_ids: str = "train", eval_ids: str = "test") -> DatasetSplits:
     """SYSU-MM01.
 
-    train_ids: "train" = the 296 ids of train_id.txt (the authors' code, SPEC 3.3) or "train+val" = the usual
-    395-id protocol. eval_ids: "test" (the protocol) or "val" (the authors' validation during training).
+    train_ids: "train" = the 296 ids of train_id.txt (the authors' code, docs/REPRODUCTION.md §8.2) or "train+val"
+    = the usual 395-id protocol. eval_ids: "test" (the protocol) or "val" (the authors' validation during training).
     query = every IR image (cam3, cam6) of the eval ids; gallery = every RGB image (cam1,2,4,5) of the eval ids,
     i.e. the full pool from which the eval module samples each trial's gallery. camid = camera number.
     """

@@ -151,7 +151,7 @@ class CrossModalIdentitySampler(EpochBatchSampler):
 
 
 class TripletSampler(EpochBatchSampler):
-    """The authors' RGB-IR random triplets (SPEC 3.3, `SYSU_triplet_dataset`).
+    """The authors' RGB-IR random triplets (docs/REPRODUCTION.md §7.2, `SYSU_triplet_dataset`).
 
     One epoch = every RGB image of the eligible train identities, shuffled; the image only gives the identity.
     Per anchor identity: anchor_rgb random RGB image, positive_rgb a different RGB image, negative_rgb a random

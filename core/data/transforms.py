@@ -1,4 +1,4 @@
-"""OpenCV/numpy re-implementation of the RSB / authors' transforms (SPEC 3.4).
+"""OpenCV/numpy re-implementation of the RSB / authors' transforms (docs/REPRODUCTION.md §8.1).
 
 Train: RectScale(h,w) bilinear -> RandomHorizontalFlip(p) -> Pad(N, zeros) -> RandomCrop(h,w) -> ToTensor ->
 Normalize(ImageNet) -> RandomErasing(p, sl, sh, r1) filled with 0.485/0.456/0.406 written into the *normalised*

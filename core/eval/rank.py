@@ -15,7 +15,7 @@ match.
 
 Two protocols share the core through an ``exclude`` callable that says which gallery items a query must ignore:
 Market/Duke drop items with the same pid *and* camera (:func:`evaluate_rank`); SYSU-MM01 drops every camera-2
-item for a camera-3 query (``core.eval.sysu``). Keep the two rules apart (SPEC pitfall 19).
+item for a camera-3 query (``core.eval.sysu``). Keep the two rules apart (docs/REPRODUCTION.md §9.19).
 """
 from __future__ import annotations
 
@@ -227,7 +227,7 @@ def summarize(first_rank: np.ndarray, ap: np.ndarray, inp: np.ndarray, max_rank:
     """Average per-query results over the valid queries -> ``(cmc[max_rank], mAP, mINP)`` as fractions.
 
     CMC is built from first-match ranks, so a query that keeps fewer than ``max_rank`` gallery items simply
-    stays at 1 after its first match (the padding of SPEC pitfall 8, no ragged arrays).
+    stays at 1 after its first match (the padding of docs/REPRODUCTION.md §9.8, no ragged arrays).
     """
     if max_rank < 1:
         raise ValueError(f"max_rank must be >= 1, got {max_rank}")

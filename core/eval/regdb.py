@@ -1,8 +1,8 @@
 """RegDB cross-modality evaluation (visible <-> thermal).
 
 The released code evaluates thermal -> visible only and passes file paths as "camids", so no gallery item is ever
-excluded (SPEC 3.6). That is the right rule here: query and gallery come from different sensors, so there is no
-same-view image to drop and every query keeps the whole gallery. Both directions reuse one distance matrix
+excluded (docs/REPRODUCTION.md §8.5). That is the right rule here: query and gallery come from different sensors, so
+there is no same-view image to drop and every query keeps the whole gallery. Both directions reuse one distance matrix
 (the metrics are symmetric in their arguments).
 """
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """SYSU-MM01 test protocol (IR query -> RGB gallery), reproducible.
 
-The released code draws each trial's gallery with ``random.seed(time.time())`` (not reproducible, SPEC pitfall 5)
-and ``random.sample(k=10)`` (crashes on a (pid, camera) with fewer than 10 images, pitfall 8). Here trial ``t``
-draws with ``numpy.random.default_rng(seed + t)`` (a private generator: the global RNGs are untouched, pitfall 6)
-and multi-shot takes ``min(10, n)`` images. The distance to the whole candidate pool is computed once; a trial only
-selects columns, and the rank metrics are vectorised over queries (``core.eval.rank``), so ten trials cost about
+The released code draws each trial's gallery with ``random.seed(time.time())`` (not reproducible,
+docs/REPRODUCTION.md §9.5) and ``random.sample(k=10)`` (crashes on a (pid, camera) with fewer than 10 images, §9.8).
+Here trial ``t`` draws with ``numpy.random.default_rng(seed + t)`` (a private generator: the global RNGs are untouched,
+§9.6) and multi-shot takes ``min(10, n)`` images. The distance to the whole candidate pool is computed once; a trial
+only selects columns, and the rank metrics are vectorised over queries (``core.eval.rank``), so ten trials cost about
 one evaluation. Exclusion is SYSU's own rule, not Market's: a camera-3 query ignores every camera-2 gallery image.
 
 Two CMC forms: ``standard`` ranks gallery images (the authors' ``eval.py``); ``official`` ranks gallery identities,
@@ -94,7 +94,8 @@ def evaluate_sysu(query_feats, gallery_feats, q_pids, g_pids, q_camids, g_camids
     The query is every given (IR) image; ``gallery_feats`` is the whole RGB test pool, from which each trial
     samples. Returns fractions ``rank1, rank5, rank10, rank20, mAP, mINP`` (arithmetic means over trials, as the
     authors average), the mean ``cmc``, the per-trial metrics in ``trials`` and the ``seeds`` used. The default
-    metric is squared Euclidean on the features as given (the RGB-IR code does not normalise, SPEC pitfall 4).
+    metric is squared Euclidean on the features as given (the RGB-IR code does not normalise,
+    docs/REPRODUCTION.md §9.4).
     ``cmc``: ``standard`` (per image, the authors' form) or ``official`` (per identity); see the module docstring.
     """
     _check(mode, shot, cmc)

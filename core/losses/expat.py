@@ -1,7 +1,8 @@
 """Exponential angular triplet loss (expAT, Ye et al., "Bi-directional Exponential Angular Triplet Loss for
 RGB-Infrared Person Re-Identification").
 
-Per triplet ``i``: ``h_i = max(0, [cos(a_i, n_i)]_+ - cos(a_i, p_i) + margin)``. Two reductions (SPEC 1.2):
+Per triplet ``i``: ``h_i = max(0, [cos(a_i, n_i)]_+ - cos(a_i, p_i) + margin)``. Two reductions
+(docs/REPRODUCTION.md §2.2):
 
 - ``"exp_of_mean"`` (released code, default): ``exp(mean_i h_i``), i.e. ``exp(MarginRankingLoss(...))`` with a
   1-D target (the code's ``[N,1]`` target fails on current torch and had the same mean on old torch).
@@ -97,8 +98,8 @@ class BatchHardExpATLoss(_ExpATBase):
 class BiDirectionalExpATLoss(_ExpATBase):
     """``weight_rgb2ir * L(RGB anchors -> IR) + weight_ir2rgb * L(IR anchors -> RGB)``.
 
-    The direction weights are the paper's alpha / beta of Eq. 10. Beware the naming clash (SPEC 7.3): in the
-    released ``settings.py`` ``alpha`` scales the whole expAT sum and ``beta`` the ID loss; those are the
+    The direction weights are the paper's alpha / beta of Eq. 10. Beware the naming clash (docs/REPRODUCTION.md §2.4):
+    in the released ``settings.py`` ``alpha`` scales the whole expAT sum and ``beta`` the ID loss; those are the
     recipe's ``metric_weight`` / ``id_weight``, not these. Both default to 1 as in the code.
 
     Two sources of triplets:

@@ -1,4 +1,5 @@
-"""Loss recipes: the four algorithms of SPEC 4 (and their RGB-IR forms) as data, plus the module that runs one.
+"""Loss recipes: the four algorithms of docs/REPRODUCTION.md §5 (and their RGB-IR forms) as data, plus the module
+that runs one.
 
 A recipe is a tuple of :class:`Part` (loss kind, weight). ``build_criterion`` looks the recipe up, applies weight
 overrides and builds one module per part from ``TERMS``; adding an algorithm means adding a table entry, not a
@@ -46,7 +47,7 @@ class Part:
     """One weighted loss term.
 
     ``id_roles``: for the ID part only, when the batch carries ``roles`` the loss is the *sum* of one mean
-    cross entropy per listed role (SPEC 3.2: ``CE(anchor_rgb) + CE(anchor_ir)``); empty = whole batch.
+    cross entropy per listed role (docs/REPRODUCTION.md §7.3: ``CE(anchor_rgb) + CE(anchor_ir)``); empty = whole batch.
     """
 
     kind: str

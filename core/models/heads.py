@@ -9,7 +9,7 @@
 The layout of each name is defined once in :mod:`core.necks` (which also says which feature each loss consumes).
 
 The classifier is always shared across modalities. Unknown names raise instead of silently building a BN
-(SPEC pitfall 15).
+(docs/REPRODUCTION.md §9.15).
 """
 from __future__ import annotations
 

@@ -30,8 +30,8 @@ class ReIDModel(nn.Module):
 
     ``bn_groups=G`` splits the batch into G equal contiguous chunks that go through backbone and neck
     separately, so every BatchNorm sees the statistics of one chunk only. The expAT RGB-IR code runs six calls
-    (anchor/positive/negative x RGB/IR) per iteration (SPEC 2); with a role-major batch, ``bn_groups=6``
-    reproduces that, and ``None`` is one forward over the whole batch.
+    (anchor/positive/negative x RGB/IR) per iteration (docs/REPRODUCTION.md §4.3); with a role-major batch,
+    ``bn_groups=6`` reproduces that, and ``None`` is one forward over the whole batch.
     """
 
     def __init__(
