@@ -57,28 +57,81 @@ def test_short_training_clearly_beats_chance():
     assert after["rank1"] > max(3 * chance_r1, before["rank1"] + 20.0), (chance_r1, before, after)
 
 
-def test_resume_continues_exactly_where_it_stopped(tmp_path):
-    overrides = {**TINY, "solver.max_steps_per_epoch": 3, "eval.every": 1}
-    full = train(load_config("quick", {**overrides, "solver.epochs": 3}), checkpoint_dir=str(tmp_path / "a"),
+# Resume tests evaluate only after the last epoch and train on small images: they compare states, not accuracy.
+RESUME = {**TINY, "solver.max_steps_per_epoch": 3, "eval.every": 100, "data.height": 32, "data.width": 16}
+
+
+def _assert_same_state(a, b, where=""):
+    """Nested state dicts (tensors, numbers, lists) equal to float rounding, key by key."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.shape == b.shape, where
+        assert torch.allclose(a.float(), b.float(), rtol=1e-5, atol=1e-6), where
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and set(a) == set(b), (where, sorted(a), sorted(b))
+        for k in a:
+            _assert_same_state(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert isinstance(b, (list, tuple)) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same_state(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, (where, a, b)
+
+
+def _interrupted_and_uninterrupted(tmp_path, overrides, stop_after, epochs):
+    """An uninterrupted run of ``epochs`` epochs, and a run stopped after ``stop_after`` epochs then resumed to
+    ``epochs``; returns both results, the epochs the resumed run's reporter saw, the checkpoint the stopped run
+    left and both final checkpoints."""
+    cfg = lambda n: load_config("quick", {**overrides, "solver.epochs": n})  # noqa: E731
+    full_seen = []
+    full = train(cfg(epochs), reporter=lambda e, m, c: full_seen.append(e), checkpoint_dir=str(tmp_path / "a"),
                  log=lambda s: None)
-    train(load_config("quick", {**overrides, "solver.epochs": 2}), checkpoint_dir=str(tmp_path / "b"),
-          log=lambda s: None)
-    resumed = train(load_config("quick", {**overrides, "solver.epochs": 3}), checkpoint_dir=str(tmp_path / "b"),
+    assert full_seen == list(range(1, epochs + 1))
+    train(cfg(stop_after), checkpoint_dir=str(tmp_path / "b"), log=lambda s: None)
+    stopped = torch.load(tmp_path / "b" / "last.pt", weights_only=False)
+    assert stopped["epoch"] == stop_after
+    seen = []
+    resumed = train(cfg(epochs), reporter=lambda e, m, c: seen.append(e), checkpoint_dir=str(tmp_path / "b"),
                     log=lambda s: None)
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=False)
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=False)
+    return full, resumed, seen, stopped, a, b
+
+
+def test_resume_continues_exactly_where_it_stopped(tmp_path):
+    """Stopped after 2 of 3 epochs and run again: only epoch 3 is trained and reported, and the model, the
+    optimizer's moments and step counts and the iteration count end equal to an uninterrupted run's."""
+    full, resumed, seen, _, a, b = _interrupted_and_uninterrupted(tmp_path, RESUME, stop_after=2, epochs=3)
+    assert seen == [3]  # a run retrained from scratch would report epochs 1, 2, 3
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    assert b["epoch"] == 3 and b["iteration"] == a["iteration"] == 3 * 3
     for key in ("loss", "loss_id", "loss_metric", "rank1", "mAP"):
         assert resumed.final[key] == pytest.approx(full.final[key], rel=1e-5, abs=1e-6), key
-    a = torch.load(tmp_path / "a" / "last.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "b" / "last.pt", weights_only=False)["model"]
-    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
+    _assert_same_state(a["model"], b["model"], "model")
+    adam = b["optimizer"]["state"]
+    assert adam and all(float(s["step"]) == 9 for s in adam.values())  # 3 epochs x 3 steps, not 1 x 3
+    _assert_same_state(a["optimizer"], b["optimizer"], "optimizer")
 
 
-def test_center_loss_state_is_checkpointed(tmp_path):
-    cfg = load_config("quick", {**TINY, "loss.type": "expat_center", "solver.epochs": 1})
-    train(cfg, checkpoint_dir=str(tmp_path), log=lambda s: None)
-    state = torch.load(tmp_path / "last.pt", weights_only=False)
-    assert any("center" in k for k in state["criterion"])
-    assert state["center_optimizer"] is not None
+def test_resume_restores_center_loss_centers_and_their_optimizer(tmp_path):
+    """expAT + center loss stopped after 1 of 2 epochs and resumed: the centers (trained by their own SGD) and
+    that SGD's state end equal to an uninterrupted run's (the centers moved during the resumed epoch, so centers
+    restarted from their initial values would not)."""
+    overrides = {**RESUME, "loss.type": "expat_center", "solver.max_steps_per_epoch": 2}
+    full, resumed, seen, stopped, a, b = _interrupted_and_uninterrupted(tmp_path, overrides, stop_after=1,
+                                                                        epochs=2)
+    assert seen == [2]
+    assert b["epoch"] == 2 and b["iteration"] == a["iteration"] == 4
+    assert set(b["criterion"]) == set(a["criterion"]) and any("center" in k for k in b["criterion"])
+    for k in a["criterion"]:
+        _assert_same_state(a["criterion"][k], b["criterion"][k], f"criterion.{k}")
+        if "center" in k:
+            assert not torch.allclose(stopped["criterion"][k], b["criterion"][k], atol=1e-4), k
+    assert a["center_optimizer"] is not None and b["center_optimizer"] is not None
+    _assert_same_state(a["center_optimizer"], b["center_optimizer"], "center_optimizer")
+    _assert_same_state(a["optimizer"], b["optimizer"], "optimizer")
+    _assert_same_state(a["model"], b["model"], "model")
+    assert resumed.final["loss_center"] == pytest.approx(full.final["loss_center"], rel=1e-5)
 
 
 def test_non_finite_loss_stops_with_a_clear_reason():
