@@ -29,8 +29,9 @@ def _trained(preset: str, overrides: dict) -> tuple[Trainer, dict]:
 def _features(model, loader, records) -> np.ndarray:
     """float64 features in record order, each image through the BN of the modality its record names."""
     model.eval()
-    images = torch.cat([b["images"] for b in loader])
-    assert images.shape[0] == len(records)
+    batches = list(loader)
+    images = torch.cat([b["images"] for b in batches])
+    assert torch.cat([b["pids"] for b in batches]).tolist() == [r.pid for r in records]  # record order
     mods = torch.tensor([r.modality for r in records])
     feats = torch.empty(len(records), model.feat_dim, dtype=torch.float64)
     for m in mods.unique():
