@@ -118,17 +118,23 @@ def test_changed_file_rebuilds(tmp_path, count_reads):
     assert build_image_cache(paths[:3], 16, 8).file not in (before.file, after.file)
 
 
-def _concurrent_builder(paths, cache_dir, barrier, queue):
+def _concurrent_builder(index, paths, cache_dir, arrived, queue):
+    """Build the cache, but wait at the lock until the other builder has reached it too: both have then seen the
+    file missing, so exactly one must build while the other waits and maps the result."""
     decodes = []
-    real = cache_module.read_image
+    real_read, real_lock = cache_module.read_image, cache_module.exclusive_lock
 
-    def slow(path):
+    def counting(path):
         decodes.append(path)
-        time.sleep(0.01)  # long enough that both processes are inside build_image_cache together
-        return real(path)
+        return real_read(path)
 
-    cache_module.read_image = slow
-    barrier.wait()
+    def meet_then_lock(path):
+        arrived[index].set()
+        if not arrived[1 - index].wait(timeout=120):
+            raise RuntimeError("the other builder never reached the lock")
+        return real_lock(path)
+
+    cache_module.read_image, cache_module.exclusive_lock = counting, meet_then_lock
     cache = build_image_cache(paths, H, W, cache_dir=cache_dir, threads=1)
     queue.put((str(cache.file), len(decodes), int(cache.array.sum())))
 
@@ -137,15 +143,16 @@ def _concurrent_builder(paths, cache_dir, barrier, queue):
 def test_concurrent_builders_end_with_one_valid_cache(splits, tmp_path):
     paths = _paths(splits)[:24]
     ctx = multiprocessing.get_context("fork")
-    barrier, queue = ctx.Barrier(2), ctx.Queue()
-    procs = [ctx.Process(target=_concurrent_builder, args=(paths, str(tmp_path / "shared"), barrier, queue))
-             for _ in range(2)]
+    arrived, queue = [ctx.Event(), ctx.Event()], ctx.Queue()
+    procs = [ctx.Process(target=_concurrent_builder, args=(i, paths, str(tmp_path / "shared"), arrived, queue))
+             for i in range(2)]
     for p in procs:
         p.start()
-    results = [queue.get(timeout=120) for _ in procs]
+    results = [queue.get(timeout=300) for _ in procs]
     for p in procs:
         p.join(timeout=60)
         assert p.exitcode == 0
+    assert all(e.is_set() for e in arrived)  # both builders reached the lock: they overlapped
     files = {r[0] for r in results}
     assert len(files) == 1 and sorted(r[1] for r in results) == [0, len(paths)]  # one built, the other mapped
     assert results[0][2] == results[1][2]
@@ -180,7 +187,9 @@ def test_works_with_a_worker_process(splits):
     for epoch in (0, 1):
         set_loader_epoch(single, epoch)
         set_loader_epoch(worker, epoch)
-        for a, b in zip(single, worker):
+        batches_single, batches_worker = list(single), list(worker)
+        assert len(batches_single) == len(batches_worker) > 0
+        for a, b in zip(batches_single, batches_worker):
             assert torch.equal(a["images"], b["images"]) and torch.equal(a["pids"], b["pids"])
 
 

@@ -77,6 +77,42 @@ def _pool():
     return np.array(pids)[order], np.array(cams)[order]
 
 
+MODE_CAMS = {"all": (1, 2, 4, 5), "indoor": (1, 2)}
+
+
+def draw_reference(pids, camids, mode, shot, seed):
+    """The documented draw, as a plain loop: the candidates are the mode's cameras in gallery order, each gets the
+    key ``default_rng(seed).random(#candidates)[i]``, and each (pid, camera) keeps its 1 (single) or
+    ``min(10, n)`` (multi) images with the smallest keys; indices ascending."""
+    cand = [i for i in range(len(pids)) if camids[i] in MODE_CAMS[mode]]
+    keys = np.random.default_rng(seed).random(len(cand))
+    groups = {}
+    for i, key in zip(cand, keys):
+        groups.setdefault((pids[i], camids[i]), []).append((key, i))
+    k = 1 if shot == "single" else 10
+    return np.array(sorted(i for members in groups.values() for _, i in sorted(members)[:k]), dtype=np.int64)
+
+
+def sysu_reference(d, q_pids, g_pids, q_cams, g_cams, mode, shot, num_trials, seed):
+    """Per-trial reference metrics over the reference draws, and their means."""
+    trials = []
+    for t in range(num_trials):
+        cols = draw_reference(g_pids, g_cams, mode, shot, seed + t)
+        cmc, mAP, mINP = evaluate_rank_reference(d[:, cols], q_pids, g_pids[cols], q_cams, g_cams[cols], rule="sysu")
+        trials.append({"rank1": cmc[0], "rank5": cmc[4], "rank10": cmc[9], "rank20": cmc[19], "mAP": mAP,
+                       "mINP": mINP})
+    return trials, {k: float(np.mean([tr[k] for tr in trials])) for k in trials[0]}
+
+
+@pytest.mark.parametrize("mode", ["all", "indoor"])
+@pytest.mark.parametrize("shot", ["single", "multi"])
+@pytest.mark.parametrize("seed", [0, 7])
+def test_gallery_sampling_is_the_documented_draw(mode, shot, seed):
+    pids, camids = _pool()
+    np.testing.assert_array_equal(sample_sysu_gallery(pids, camids, mode, shot, seed),
+                                  draw_reference(pids, camids, mode, shot, seed))
+
+
 @pytest.mark.parametrize("mode,cams", [("all", {1, 2, 4, 5}), ("indoor", {1, 2})])
 @pytest.mark.parametrize("shot,k", [("single", 1), ("multi", 10)])
 def test_gallery_sampling_counts(mode, cams, shot, k):
@@ -150,13 +186,16 @@ def test_sysu_trials_are_reference_evaluations_and_mean():
     d = rng.integers(0, 20, (nq, pids.size)).astype(np.float32)  # ties on purpose
     for shot in ("single", "multi"):
         res = evaluate_sysu_distmat(d, q_pids, pids, q_cams, camids, "all", shot, num_trials=4, seed=10)
-        for t, tr in enumerate(res["trials"]):
-            cols = sample_sysu_gallery(pids, camids, "all", shot, seed=10 + t)
-            cmc, mAP, mINP = evaluate_rank_reference(d[:, cols], q_pids, pids[cols], q_cams, camids[cols], rule="sysu")
-            assert tr["rank1"] == pytest.approx(cmc[0], abs=1e-12) and tr["rank10"] == pytest.approx(cmc[9], abs=1e-12)
-            assert tr["mAP"] == pytest.approx(mAP, abs=1e-12) and tr["mINP"] == pytest.approx(mINP, abs=1e-12)
-        for key in ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP"):
-            assert res[key] == pytest.approx(np.mean([tr[key] for tr in res["trials"]]), abs=1e-12)
+        ref_trials, ref = sysu_reference(d, q_pids, pids, q_cams, camids, "all", shot, num_trials=4, seed=10)
+        assert [tr["seed"] for tr in res["trials"]] == [10, 11, 12, 13]
+        for tr, expected in zip(res["trials"], ref_trials, strict=True):
+            for key in expected:
+                assert tr[key] == pytest.approx(expected[key], abs=1e-12), key
+        for key in ref:
+            assert res[key] == pytest.approx(ref[key], abs=1e-12), key
+        # The trials differ (single-shot), so the mean is over genuinely different galleries.
+        if shot == "single":
+            assert len({tr["mAP"] for tr in ref_trials}) > 1
         again = evaluate_sysu_distmat(d, q_pids, pids, q_cams, camids, "all", shot, num_trials=4, seed=10)
         assert again["mAP"] == res["mAP"]
 
@@ -166,13 +205,15 @@ def test_evaluate_sysu_from_features():
     pids, camids = _pool()
     qf, gf = rng.normal(size=(12, 8)).astype(np.float32), rng.normal(size=(pids.size, 8)).astype(np.float32)
     q_pids, q_cams = rng.integers(1, 9, 12), rng.choice([3, 6], 12)
-    res = evaluate_sysu(torch.from_numpy(qf), torch.from_numpy(gf), q_pids, pids, q_cams, camids,
-                        mode="indoor", shot="multi", num_trials=2, seed=0)
-    pool = np.flatnonzero(np.isin(camids, [1, 2]))
-    ref = evaluate_sysu_distmat(pairwise_distance(qf, gf[pool]), q_pids, pids[pool], q_cams, camids[pool],
-                                "indoor", "multi", num_trials=2, seed=0)
-    for key in ("rank1", "rank20", "mAP", "mINP"):
-        assert res[key] == pytest.approx(ref[key], abs=1e-12)
+    for mode, shot in (("indoor", "multi"), ("all", "single")):
+        res = evaluate_sysu(torch.from_numpy(qf), torch.from_numpy(gf), q_pids, pids, q_cams, camids,
+                            mode=mode, shot=shot, num_trials=2, seed=0)
+        # The pool is the mode's cameras in gallery order; the draw and the rule apply to it.
+        pool = np.flatnonzero(np.isin(camids, MODE_CAMS[mode]))
+        _, ref = sysu_reference(_naive(qf, gf[pool], "sqeuclidean"), q_pids, pids[pool], q_cams, camids[pool],
+                                mode, shot, num_trials=2, seed=0)
+        for key in ("rank1", "rank20", "mAP", "mINP"):
+            assert res[key] == pytest.approx(ref[key], abs=1e-9), (mode, shot, key)
 
 
 # ---------------------------------------------------------------- RegDB

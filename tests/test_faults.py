@@ -297,11 +297,12 @@ def test_unwritable_tracking_store_or_storage_path_is_refused_before_training(tm
            "proc": Path("/proc") / ("mlflow.db" if which == "--tracking-uri" else "ray_results")}[where]
     cmd = study_cmd(tmp_path, "unwritable", TINY)
     cmd[cmd.index(which) + 1] = str(bad)
-    started = time.monotonic()
-    proc = subprocess.run(cmd, cwd=tmp_path, env=_env(data_cache), capture_output=True, text=True, timeout=300)
+    ray_tmp = tmp_path / "ray_tmp"  # where a local Ray would put its session: it must never start
+    proc = subprocess.run(cmd, cwd=tmp_path, env={**_env(data_cache), "RAY_TMPDIR": str(ray_tmp)},
+                          capture_output=True, text=True, timeout=300)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-3000:]
     assert ("tracking store" if which == "--tracking-uri" else "storage path") in lines[0]
     assert which in lines[0] and "Traceback" not in proc.stderr
     assert not (tmp_path / "ray_results").exists() and not list(tmp_path.glob("outputs"))
-    assert time.monotonic() - started < 120
+    assert not ray_tmp.exists()  # refused before Ray started, so before any trial
