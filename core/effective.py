@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable
 from core.config import (SYSU_LIKE, Config, ConfigError, copy_config, is_cross_modal, resolved_neck, schema_keys,
                          to_flat_dict)
 from core.losses.recipes import WEIGHT_FIELD, recipe_reads, resolve_parts
+from core.names import UNREAD
 from core.necks import NECKS
 
 # Where a key the training does not read has its meaning instead (added to the refusal).
@@ -68,7 +69,6 @@ _RULES: dict[str, _Rule] = {
                    "eval.sysu_all_settings")},
 }
 
-UNREAD = "unread"  # the MLflow param value of a key the training does not read
 
 
 def resolve(cfg: Config) -> Config:

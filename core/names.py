@@ -31,6 +31,7 @@ STUDY_TAG = "study"
 TARGETS_TAG = "study.targets"
 #: The config key (an MLflow param of every trial) naming the dataset: the column of a paper-style table.
 DATASET_PARAM = "data.dataset"
+UNREAD = "unread"  # the MLflow param value of a config key the trial's training does not read
 
 
 def study_run_filter(study: str) -> str:

@@ -84,6 +84,7 @@ def build_report(study: str, tracking_uri: str, out_dir: str | Path, parent_run_
     meta = {"parent_run_id": info.parent_run_id, "tracking_uri": info.tracking_uri, "metric": info.metric,
             "mode": info.mode, "group_keys": info.group_keys, "baseline": info.baseline,
             "selection": _selection_note(info.selection, all_trials),
+            "protocol": "; ".join(dict.fromkeys(p for p in trials["protocol"].dropna())) or None,
             "images": {"Final Rank-1 and mAP per group": FILES["bars"], "Learning curves": FILES["curves"]}}
     paths["report"].write_text(render_markdown(study, agg, failed_trials(trials), meta, comps, sections),
                                encoding="utf-8")

@@ -21,8 +21,8 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from core.names import (DATASET_PARAM, EPOCH_METRICS, KIND_STUDY, KIND_TAG, STUDY_TAG, TARGETS_TAG, child_runs,
-                        study_run_filter)
+from core.names import (DATASET_PARAM, EPOCH_METRICS, KIND_STUDY, KIND_TAG, STUDY_TAG, TARGETS_TAG, UNREAD,
+                        child_runs, study_run_filter)
 from core.names import tracking_uri as resolve_uri
 
 FINISHED = "FINISHED"
@@ -127,10 +127,23 @@ def _trial_row(run, group_keys: tuple[str, ...]) -> dict:
            "group": group, "seed": seed, "split": int(tags["split"]) if tags.get("split") else None,
            "phase": tags.get("phase") or None,
            "trial_id": tags.get("trial_id"), "failure_reason": tags.get("failure_reason") or None,
-           "start_time": run.info.start_time, "dataset": params.get(DATASET_PARAM)}
+           "start_time": run.info.start_time, "dataset": params.get(DATASET_PARAM), "protocol": protocol(params)}
     row.update({k: params.get(k) for k in group_keys})
     row.update({m: run.data.metrics.get(m) for m in EPOCH_METRICS})
     return row
+
+
+def protocol(params: dict) -> str | None:
+    """The evaluation protocol a trial's numbers follow, where the dataset has a choice: SYSU-MM01's setting and
+    CMC form (per image or per identity), RegDB's main direction. (A key the trial did not read is logged as
+    ``unread``.)"""
+    given = {k: v for k, v in params.items() if v not in (None, "", UNREAD)}
+    if "eval.sysu_cmc" in given:
+        return (f"SYSU-MM01 {given.get('eval.sysu_mode')}-search {given.get('eval.sysu_shot')}-shot, "
+                f"{given['eval.sysu_cmc']} CMC, {given.get('eval.trials')} gallery draws")
+    if "eval.regdb_direction" in given:
+        return f"RegDB, main direction {given['eval.regdb_direction']} (both directions in the *_v2t / *_t2v columns)"
+    return None
 
 
 def load_trials(info: StudyInfo) -> pd.DataFrame:
@@ -144,7 +157,7 @@ def load_trials(info: StudyInfo) -> pd.DataFrame:
     rows = [_trial_row(run, info.group_keys) for run in _child_runs(open_client(info.name, info.tracking_uri), info)]
     columns = ["run_id", "run_name", "status", "group", "seed", "split", "phase", "trial_id", "failure_reason",
                "start_time",
-               "dataset", *info.group_keys, *EPOCH_METRICS]
+               "dataset", "protocol", *info.group_keys, *EPOCH_METRICS]
     df = pd.DataFrame(rows, columns=columns)
     df[list(EPOCH_METRICS)] = df[list(EPOCH_METRICS)].astype(float)
     if all(isinstance(s, int) or s is None for s in df["seed"]):

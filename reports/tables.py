@@ -311,6 +311,7 @@ def render_markdown(study: str, agg: pd.DataFrame, failed: pd.DataFrame, meta: M
         + (f" (tracking URI `{meta['tracking_uri']}`)" if meta.get("tracking_uri") else ""),
         f"- Generated: {date}",
         *([f"- Selection: {meta['selection']}"] if meta.get("selection") else []),
+        *([f"- Protocol: {meta['protocol']}"] if meta.get("protocol") else []),
         "",
         "## Results",
         "",

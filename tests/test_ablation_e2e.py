@@ -72,6 +72,7 @@ def test_tiny_study_end_to_end(tmp_path):
         artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
         assert "config.yaml" in artifacts
     report = (tmp_path / "outputs" / "reports" / "tiny" / "report.md").read_text()
+    assert "- Protocol: SYSU-MM01 all-search single-shot, standard CMC, 2 gallery draws" in report
     assert "loss.type=triplet" in report and "loss.type=expat" in report
     # Ray's own records key the trial's values by config keys, not by an index alone
     ray_params = [json.loads(p.read_text()) for p in (tmp_path / "ray_results").glob("tiny-*/run_trial_*/params.json")]

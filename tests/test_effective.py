@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from core.config import load_config
-from core.effective import UNREAD, check_read, effective_params, resolve, signature, unread_keys
+from core.effective import check_read, effective_params, resolve, signature, unread_keys
+from core.names import UNREAD
 
 ROOT = Path(__file__).resolve().parent.parent
 

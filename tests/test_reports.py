@@ -260,3 +260,13 @@ def test_cli_exit_code_2_and_no_ray_or_torch(store):
     assert "Traceback" not in proc.stderr
     error_lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1 and "no_such_study" in error_lines[0] and store["uri"] in error_lines[0]
+
+
+def test_protocol_names_the_sysu_setting_and_cmc_form_and_the_regdb_direction():
+    from reports.collect import protocol
+    sysu = {"data.dataset": "sysu_mm01", "eval.sysu_mode": "indoor", "eval.sysu_shot": "multi",
+            "eval.sysu_cmc": "official", "eval.trials": "10", "eval.regdb_direction": "unread"}
+    assert protocol(sysu) == "SYSU-MM01 indoor-search multi-shot, official CMC, 10 gallery draws"
+    regdb = {"data.dataset": "regdb", "eval.sysu_cmc": "unread", "eval.regdb_direction": "thermal2visible"}
+    assert protocol(regdb).startswith("RegDB, main direction thermal2visible")
+    assert protocol({"data.dataset": "market1501", "eval.sysu_cmc": "unread", "eval.regdb_direction": "unread"}) is None
