@@ -195,7 +195,9 @@ def validate_study(spec: StudySpec, set_keys: Sequence[str] = ()) -> None:
     keys a trial never reads, rows that train the same model. ``set_keys``: the overrides that came from
     ``--set``. Fills ``spec.plan``."""
     where = spec.name
+    _check_field_types(spec)
     canonicalize(spec)
+    _check_repeats(spec, set_keys)
     if spec.algorithm in SEARCH_ALGORITHMS and spec.scheduler.get("type", "fifo") in SCHEDULERS:
         _leak_free(spec)
     try:
@@ -251,7 +253,58 @@ def validate_study(spec: StudySpec, set_keys: Sequence[str] = ()) -> None:
         raise StudyError(f"study {where}: resources must be {{cpu: >0, gpu: >=0}}, got {spec.resources}")
     targets_json(spec)  # refuses malformed targets
     spec.plan = plan_trials(spec) if spec.algorithm == "grid" else []
+    baseline = spec.baseline_label()
+    if spec.plan and baseline and baseline not in {t.row for t in spec.plan}:
+        raise StudyError(f"study {where}: baseline {baseline!r} matches no row of the plan; rows: "
+                         f"{list(dict.fromkeys(t.row for t in spec.plan))}")
     _check_effective(spec, cfg, set_keys)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_field_types(spec: StudySpec) -> None:
+    """The study file's fields have the shapes the rest of the validation reads (one line naming the field)."""
+    where = spec.name
+    for name, example in (("search", "{algorithm: optuna, num_samples: 20, space: {...}}"),
+                          ("scheduler", "{type: asha, grace_period: 1}"), ("resources", "{cpu: 1}")):
+        if not isinstance(getattr(spec, name), dict):
+            raise StudyError(f"study {where}: '{name}' must be a mapping like {example}, got {getattr(spec, name)!r}")
+    if "num_samples" in spec.search and (not _is_int(spec.search["num_samples"]) or spec.search["num_samples"] < 1):
+        raise StudyError(f"study {where}: search.num_samples must be a whole number >= 1, got "
+                         f"{spec.search['num_samples']!r}")
+    for key, value in spec.resources.items():
+        if not _is_number(value):
+            raise StudyError(f"study {where}: resources.{key} must be a number, got {value!r}")
+    for name in ("max_failures", "max_concurrent"):
+        if not _is_int(getattr(spec, name)) or getattr(spec, name) < 0:
+            raise StudyError(f"study {where}: {name} must be a whole number >= 0, got {getattr(spec, name)!r}")
+    if not isinstance(spec.group_by, list) or not all(isinstance(k, str) for k in spec.group_by):
+        raise StudyError(f"study {where}: group_by must be a list of config keys, e.g. [loss.type], got "
+                         f"{spec.group_by!r}")
+    if not isinstance(spec.seeds, list) or not spec.seeds or not all(_is_int(s) for s in spec.seeds):
+        raise StudyError(f"study {where}: 'seeds' must be a non-empty list of integers, e.g. [0, 1, 2]")
+
+
+def _check_repeats(spec: StudySpec, set_keys: Sequence[str]) -> None:
+    """No value twice in an axis or the seeds (two trials of one row would share a name), and no ``--set`` on a
+    key the study varies (the row's own value would win, silently)."""
+    where = spec.name
+    for name, values in [*((f"axis {k!r}", v) for k, v in spec.axes.items()), ("seeds", spec.seeds),
+                         ("splits", spec.splits if isinstance(spec.splits, list) else [])]:
+        twice = sorted({repr(v) for v in values if values.count(v) > 1})
+        if twice:
+            raise StudyError(f"study {where}: {name} lists {twice[0]} more than once; give each value once")
+    varied = set(spec.axes) | {k for v in spec.variants.values() for k in v} | set(spec.search.get("space") or {})
+    clash = sorted(set(set_keys) & varied)
+    if clash:
+        raise StudyError(f"study {where}: --set {clash[0]} sets a key the study varies (an axis, a variant or the "
+                         f"search space); change it in the study file instead")
 
 
 def _validate_splits(spec: StudySpec, cfg: Config) -> None:
@@ -363,8 +416,8 @@ def _validate_space_entry(cfg: Config, where: str, key: str, dist: Any) -> None:
             raise StudyError(f"study {where}: search.space.{key} (choice) needs non-empty 'values'")
         _check_key_values(cfg, where, key, dist["values"])
     else:
-        if "low" not in dist or "high" not in dist or not dist["low"] < dist["high"]:
-            raise StudyError(f"study {where}: search.space.{key} needs low < high")
+        if not (_is_number(dist.get("low")) and _is_number(dist.get("high"))) or not dist["low"] < dist["high"]:
+            raise StudyError(f"study {where}: search.space.{key} needs numbers low < high")
         _check_key_values(cfg, where, key, [dist["low"], dist["high"]])
 
 

@@ -271,7 +271,25 @@ def test_queries_without_a_true_match_are_refused_before_training(tmp_path, sysu
     ({"search": {"algorithm": "hyperopt"}}, ["'hyperopt' is unknown", "optuna"]),
     ({"scheduler": {"type": "pbt"}}, ["'pbt' is unknown", "asha"]),
     ({"metric": "accuracy"}, ["'accuracy' is never reported", "rank1"]),
+    ({"search": "optuna"}, ["'search' must be a mapping"]),
+    ({"axes": {}, "search": {"algorithm": "optuna", "num_samples": "lots",
+                             "space": {"solver.lr": {"type": "float", "low": 1e-4, "high": 1e-3}}}},
+     ["search.num_samples must be a whole number"]),
+    ({"axes": {}, "search": {"algorithm": "optuna", "num_samples": 2,
+                             "space": {"solver.lr": {"type": "float", "low": "abc", "high": 1e-3}}}},
+     ["search.space.solver.lr needs numbers"]),
+    ({"resources": {"cpu": "two"}}, ["resources.cpu must be a number"]),
+    ({"max_failures": "two"}, ["max_failures must be a whole number"]),   # used to fail only inside Tune
+    ({"group_by": "loss.type"}, ["group_by must be a list"]),
+    ({"seeds": [0, 0]}, ["seeds lists 0 more than once"]),
+    ({"axes": {"loss.type": ["expat", "expat"]}}, ["axis 'loss.type' lists 'expat' more than once"]),
+    ({"baseline": {"loss.type": "triplet"}}, ["baseline 'loss.type=triplet' matches no row"]),
 ])
 def test_study_cli_refuses_bad_spec(tmp_path, change, needles):
     assert_refused(study_cli(tmp_path, {**STUDY, **change}, timeout=120), "study error:", *needles)
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_study_cli_refuses_set_on_a_key_the_study_varies(tmp_path):
+    assert_refused(study_cli(tmp_path, STUDY, "--set", "loss.type=triplet", timeout=120), "--set loss.type",
+                   "the study varies")
