@@ -80,7 +80,10 @@ def build_report(study: str, tracking_uri: str, out_dir: str | Path, parent_run_
     write_tex(agg, comps, info.baseline, paths["tex"], caption=f"Study {study}")
     plot_metric_bars(agg, paths["bars"])
     plot_learning_curves(history, paths["curves"], list(agg.index), CURVE_METRICS)
-    sections, figures = analysis_sections(info, trials, agg, paths)
+    # Knob effects and importance come from the trials that explored the settings: in a study that selects, the
+    # search trials (the refit trials of the table all share one configuration).
+    explored = all_trials[all_trials["phase"] == "search"] if (all_trials["phase"] == "refit").any() else trials
+    sections, figures = analysis_sections(info, explored.reset_index(drop=True), agg, paths)
     meta = {"parent_run_id": info.parent_run_id, "tracking_uri": info.tracking_uri, "metric": info.metric,
             "mode": info.mode, "group_keys": info.group_keys, "baseline": info.baseline,
             "selection": _selection_note(info.selection, all_trials),

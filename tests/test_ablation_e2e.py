@@ -140,3 +140,8 @@ def test_search_selects_on_validation_and_the_table_is_the_refit_on_test(tmp_pat
     report = (tmp_path / "outputs" / "reports" / "search" / "report.md").read_text()
     assert "Selection: 2 search trials selected the configuration on the validation split" in report
     assert "Trials: 2 finished" in report  # the table counts the refit trials only
+    # importance and the best trial come from the search trials (the refit trials share one configuration)
+    best_search = max(search, key=lambda r: r.data.metrics["rank1"])
+    assert "## Parameter importance" in report and "Best trial: `" in report
+    assert report.split("Best trial: `")[1].split("`")[0] in {r.info.run_name for r in search
+                                                             if r.data.metrics["rank1"] == best_search.data.metrics["rank1"]}
