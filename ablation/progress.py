@@ -10,6 +10,8 @@ Counts come from the trial states Tune passes every step, so a resumed study sta
 """
 from __future__ import annotations
 
+import dataclasses
+
 import io
 import math
 import shutil
@@ -52,7 +54,8 @@ class StudyProgress(tune.Callback):
     """The progress display of one study (``ctx`` names the trials as their MLflow runs are named)."""
 
     def __init__(self, ctx: StudyContext, stream: TextIO | None = None, refresh_s: float = REFRESH_S):
-        self.ctx, self.refresh_s = ctx, refresh_s
+        # Tune pickles its callbacks into the experiment folder (tuner.pkl): keep no tracking credentials here.
+        self.ctx, self.refresh_s = dataclasses.replace(ctx, credentials={}), refresh_s
         self._stream = stream  # None: sys.stderr when the study starts
         self._reset()
 
