@@ -13,6 +13,7 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -115,3 +116,20 @@ def files_containing(roots: list[Path], needles: dict[str, str], skip: set[Path]
                 continue
             hits += [f"{path}: {name}" for name, value in encoded.items() if value in data]
     return hits
+
+
+def wait_until_trials_train(client, experiment: str, proc: subprocess.Popen, err_path: Path, trials: int = 2,
+                            timeout_s: float = 400) -> None:
+    """Return once each of the study's ``trials`` child runs has logged its first epoch: params are logged and
+    training is under way. (A child run alone is not enough: it exists before its params are logged, and a server
+    stopped in that moment would only delay ``log_params``, not any epoch.)"""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert proc.poll() is None, err_path.read_text()[-3000:]
+        assert time.monotonic() < deadline, "the trials never started training"
+        exp = client.get_experiment_by_name(experiment)
+        if exp:
+            runs = client.search_runs([exp.experiment_id], "tags.kind = 'trial'")
+            if len(runs) == trials and all("loss" in r.data.metrics for r in runs):
+                return
+        time.sleep(0.5)

@@ -25,7 +25,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from ablation.ui_check import free_port
-from secure_services import install_token, make_ray_token, start_auth_server
+from secure_services import install_token, make_ray_token, start_auth_server, wait_until_trials_train
 from test_ablation_e2e import TINY as E2E_TINY
 
 pytestmark = pytest.mark.slow
@@ -280,14 +280,7 @@ def test_tracking_server_restart_mid_study_loses_nothing(tmp_path, auth_server):
                             cwd=tmp_path, env=env, stdout=out, stderr=err, start_new_session=True)
     try:
         client = MlflowClient(server.url)
-        deadline = time.monotonic() + 400
-        while True:  # both child runs exist: both trials are training now
-            assert proc.poll() is None, (tmp_path / "driver.err").read_text()[-3000:]
-            assert time.monotonic() < deadline, "trials never started"
-            exp = client.get_experiment_by_name("restart_tiny")
-            if exp and len(client.search_runs([exp.experiment_id], "tags.kind = 'trial'")) == 2:
-                break
-            time.sleep(0.5)
+        wait_until_trials_train(client, "restart_tiny", proc, tmp_path / "driver.err")
         t_down = time.time()
         server.stop()
         time.sleep(down_s)

@@ -22,7 +22,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from secure_services import files_containing, request, start_auth_server
+from secure_services import files_containing, request, start_auth_server, wait_until_trials_train
 from test_ablation_e2e import TINY
 
 pytestmark = pytest.mark.slow
@@ -96,14 +96,7 @@ def test_study_with_ray_token_auth_and_mlflow_basic_auth_keeps_both_secrets(tmp_
         client = MlflowClient(auth_server.url)
         for key, value in auth_server.credentials().items():  # this test's own reads of the server
             monkeypatch.setenv(key, value)
-        deadline = time.monotonic() + 400
-        while True:  # both trials are training: the study's Ray is up
-            assert proc.poll() is None, (tmp_path / "driver.err").read_text()[-3000:]
-            assert time.monotonic() < deadline, "trials never started"
-            exp = client.get_experiment_by_name("secure_tiny")
-            if exp and len(client.search_runs([exp.experiment_id], "tags.kind = 'trial'")) == 2:
-                break
-            time.sleep(0.5)
+        wait_until_trials_train(client, "secure_tiny", proc, tmp_path / "driver.err")  # the study's Ray is up
         address = gcs_address(ray_tmp)
         token_file = home / ".ray" / "auth_token"
         assert address and token_file.exists(), "the study's Ray did not start with token authentication"
