@@ -129,7 +129,7 @@ def test_study_with_ray_token_auth_and_mlflow_basic_auth_keeps_both_secrets(tmp_
         assert rc == 0, stdout[-3000:] + stderr[-3000:]
         assert "2/2 trials finished, 0 failed" in stdout
         # Every run landed on the authenticated server and was closed.
-        runs = client.search_runs([exp.experiment_id])
+        runs = client.search_runs([client.get_experiment_by_name("secure_tiny").experiment_id])
         assert sorted(r.data.tags["kind"] for r in runs) == ["study", "trial", "trial"]
         assert all(r.info.status == "FINISHED" for r in runs)
 
