@@ -21,7 +21,7 @@ train: install
 	$(BIN)/python -m core.train --config quick
 
 test: install
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra --durations=15
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
