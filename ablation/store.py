@@ -4,8 +4,9 @@
 a store the user names and never create one) make the same checks, each failing in one line that names the store:
 
 - a SQLite store: its folder exists and the file (or, for a new store, the folder) can be written; a file that is
-  not an MLflow database (corrupt, or some other file) is refused when first used; a reader refuses a path where
-  no file is, instead of letting MLflow create an empty store there (a mistyped path);
+  not an SQLite database (no SQLite header: corrupt, or some other file) is refused before MLflow opens it, and
+  one that MLflow cannot use (a damaged database) when first used; a reader refuses a path where no file is,
+  instead of letting MLflow create an empty store there (a mistyped path);
 - a tracking server: its health endpoint answers within seconds (not after MLflow's minutes of HTTP retries), and
   one authenticated read says whether it takes our credentials (HTTP 401 / 403 named, never their values).
 
@@ -29,6 +30,7 @@ from core.files import probe_write
 from core.locks import exclusive_lock
 
 T = TypeVar("T")
+SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
 
 
 class TrackingError(RuntimeError):
@@ -68,7 +70,8 @@ def open_existing_store(uri: str) -> MlflowClient:
 
 
 def check_tracking_reachable(uri: str, existing: bool = False) -> None:
-    """The quick part of the store check: a SQLite file's folder, written to; a server's health endpoint.
+    """The quick part of the store check: a SQLite file's folder, written to, and its header; a server's health
+    endpoint and our credentials.
 
     A SQLite store is found writable by writing, before MLflow is asked: MLflow retries a failing SQLite engine for
     minutes before it gives up, so an unwritable path would otherwise hang the start of a study. With ``existing``
@@ -82,15 +85,19 @@ def check_tracking_reachable(uri: str, existing: bool = False) -> None:
         if not db.parent.is_dir():
             raise TrackingError(f"tracking store {uri}: {db.parent} is not an existing folder; create it or pass "
                                 f"--tracking-uri with a writable path, e.g. sqlite:////abs/folder/mlflow.db")
+        header = b""
         try:
             if db.exists():
-                with open(db, "r+b"):
-                    pass
+                with open(db, "r+b") as f:
+                    header = f.read(len(SQLITE_HEADER))
             else:
                 probe_write(db.parent)
         except OSError as exc:
             raise TrackingError(f"tracking store {uri} is not writable ({exc.strerror}); pass --tracking-uri with "
                                 f"a writable path, e.g. sqlite:////abs/folder/mlflow.db") from None
+        if header and header != SQLITE_HEADER:  # an empty file is a new SQLite database
+            raise TrackingError(f"tracking store {uri}: {db} is not an SQLite database (corrupt, or another kind "
+                                f"of file); pass --tracking-uri naming the study's mlflow.db")
     if uri.startswith(("http://", "https://")):
         _check_server(uri)
 
