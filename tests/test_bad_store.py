@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from test_bad_input import assert_refused  # exit status 2, one stderr line naming the needles
+
 ROOT = Path(__file__).resolve().parent.parent
 CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
 TOOLS = ("reports.build", "ablation.ui_check")
@@ -30,17 +32,6 @@ def run_tool(tool: str, cwd: Path, *args: str, env: dict | None = None) -> subpr
         cmd += ["--chromium", shutil.which("true") or "/bin/true", "--out", str(cwd / "ui")]
     return subprocess.run(cmd, cwd=cwd, env={**base, "PYTHONPATH": str(ROOT), **(env or {})}, capture_output=True,
                           text=True, timeout=90)
-
-
-def assert_refused(proc: subprocess.CompletedProcess, *needles: str) -> str:
-    """Exit status 2, exactly one line on stderr, no traceback, and the line names every needle."""
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-3000:])
-    assert len(lines) == 1, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 class FakeServer:
