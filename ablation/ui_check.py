@@ -223,7 +223,11 @@ def _check(args: argparse.Namespace) -> int:
     runs = find_study_runs(client, args.study, uri)
     key = share_study_view(client, args.study, runs)
     out = Path(args.out or Path("outputs") / "ui" / args.study).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UiCheckError(f"--out {out} cannot be written ({exc.strerror}); pass --out with a writable folder") \
+            from None
     server = None
     if remote:
         base, origin, rules = uri, uri, None  # a server started elsewhere keeps its own host checks: open its URL

@@ -158,6 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the output folder or a file in it cannot be written
+        print(f"error: cannot write {exc.filename or args.out}: {exc.strerror or exc}; pass --out with a writable "
+              f"folder", file=sys.stderr)
+        return 2
     print(f"report written to {report}")
     return 0
 

@@ -132,3 +132,27 @@ def test_ui_check_other_bad_input_exits_2_in_one_line(tmp_path):
         proc = subprocess.run(ui + extra, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=90)
         assert_refused(proc, *needles)
     assert not (tmp_path / "ui").exists()
+
+
+def test_unwritable_out_folder_exits_2_in_one_line(tmp_path):
+    """A study that is there, an --out below a regular file (unwritable even for root): one line, no traceback."""
+    from mlflow import MlflowClient
+    store = tmp_path / "mlflow.db"
+    client = MlflowClient(f"sqlite:///{store}")
+    exp = client.create_experiment("some_study")
+    parent = client.create_run(exp, run_name="some_study", tags={"kind": "study", "study": "some_study",
+                                                                   "study.group_keys": "loss.type"})
+    child = client.create_run(exp, run_name="a/seed=0", tags={"mlflow.parentRunId": parent.info.run_id,
+                                                               "kind": "trial", "group": "loss.type=a", "seed": "0"})
+    client.log_param(child.info.run_id, "loss.type", "a")
+    client.log_metric(child.info.run_id, "rank1", 50.0, step=1)
+    client.set_terminated(child.info.run_id)
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("a regular file, not a folder")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    true = shutil.which("true") or "/bin/true"
+    for cmd in (["reports.build", "--no-log"], ["ablation.ui_check", "--chromium", true]):
+        proc = subprocess.run([sys.executable, "-m", *cmd, "--study", "some_study", "--tracking-uri", str(store),
+                               "--out", str(blocker / "out")], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=90)
+        assert_refused(proc, str(blocker / "out"), "Not a directory", "--out")
