@@ -3,126 +3,26 @@
 Everything goes through ``MlflowClient`` with explicit run ids, never the fluent "active run" state, because Ray
 reuses worker processes across trials and a leaked active run would nest the next trial under the wrong parent.
 Calls are retried for a while so a tracking server restart does not fail a study: MLflow's HTTP client already
-retries a refused connection with exponential backoff (7 retries, about 4 minutes), and ``retry`` repeats the call
-on top of that until ``EXPAT_TRACKING_RETRY_S`` (default 900 s) have passed. Metrics keep their original step and
-timestamp, so a log call repeated after a lost response is deduplicated by the store (nothing logged twice).
+retries a refused connection with exponential backoff (7 retries, about 4 minutes), and ``retry``
+(``ablation.store``) repeats the call on top of that until ``EXPAT_TRACKING_RETRY_S`` (default 900 s) have passed.
+Metrics keep their original step and timestamp, so a log call repeated after a lost response is deduplicated by the
+store (nothing logged twice).
 """
 from __future__ import annotations
 
-import contextlib
-import os
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from core.files import probe_write
+# The store checks and the retry rule are shared with the report builder and the UI check (ablation.store); the
+# study driver and the trials import them from here as well.
+from ablation.store import TrackingError, check_tracking_reachable, open_tracking_store, retry  # noqa: F401
 from core.names import (KIND_STUDY, KIND_TAG, KIND_TRIAL, PARENT_ID_TAG, STUDY_TAG, child_runs,
-                        study_run_filter)
-from core.locks import exclusive_lock
-
-T = TypeVar("T")
-
-
-class TrackingError(RuntimeError):
-    """The tracking store cannot be used; the message says which store and what to do."""
-
-
-def open_tracking_store(uri: str) -> MlflowClient:
-    """First use of the store (a fresh SQLite store builds its schema here); any backend error is a TrackingError."""
-    try:
-        with _first_use_lock(uri):
-            client = MlflowClient(uri)
-            retry(lambda: client.search_experiments(max_results=1), attempts=3)
-    except Exception as exc:  # noqa: BLE001 - any backend error means the store is unusable
-        raise TrackingError(f"tracking store {uri} cannot be used: {str(exc).splitlines()[0]}") from None
-    return client
-
-
-@contextlib.contextmanager
-def _first_use_lock(uri: str):
-    """Serialise the first use of a SQLite store across processes (a lock on its folder).
-
-    Two drivers opening the same new SQLite file would both run MLflow's schema migrations and collide on alembic's
-    temporary tables; with the lock the second finds the schema built. Servers do their own migrations.
-    """
-    if not uri.startswith("sqlite:///"):
-        yield
-        return
-    with exclusive_lock(Path(uri[len("sqlite:///"):]).parent):
-        yield
-
-
-def check_tracking_reachable(uri: str) -> None:
-    """The quick part of the store check: a SQLite file's folder, written to; a server's health endpoint.
-
-    A SQLite store is found writable by writing, before MLflow is asked: MLflow retries a failing SQLite engine for
-    minutes before it gives up, so an unwritable path would otherwise hang the start of a study.
-    """
-    if uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite:///"):])
-        if not db.parent.is_dir():
-            raise TrackingError(f"tracking store {uri}: {db.parent} is not an existing folder; create it or pass "
-                                f"--tracking-uri with a writable path, e.g. sqlite:////abs/folder/mlflow.db")
-        try:
-            if db.exists():
-                with open(db, "r+b"):
-                    pass
-            else:
-                probe_write(db.parent)
-        except OSError as exc:
-            raise TrackingError(f"tracking store {uri} is not writable ({exc.strerror}); pass --tracking-uri with "
-                                f"a writable path, e.g. sqlite:////abs/folder/mlflow.db") from None
-    if uri.startswith(("http://", "https://")):
-        _check_server(uri)
-
-
-def _check_server(uri: str) -> None:
-    """A tracking server that is down, refuses us or refuses our credentials fails in seconds, not after MLflow's
-    minutes of retries."""
-    url = uri.rstrip("/") + "/health"
-    try:
-        with urllib.request.urlopen(url, timeout=10) as resp:
-            if resp.status == 200:
-                _check_credentials(uri)
-                return
-            problem = f"answered HTTP {resp.status}"
-    except urllib.error.HTTPError as exc:
-        problem = f"answered HTTP {exc.code}" + (" (Host header refused: start it with --allowed-hosts naming this "
-                                                 "host)" if exc.code == 403 else "")
-    except (urllib.error.URLError, OSError) as exc:
-        problem = f"is not reachable ({getattr(exc, 'reason', exc)})"
-    raise TrackingError(f"tracking server {uri} {problem}; start it (mlflow server ... --host ... --port ...) or "
-                        f"fix --tracking-uri")
-
-
-def _check_credentials(uri: str) -> None:
-    """One authenticated read with the credentials MLflow itself would send (``MLFLOW_TRACKING_USERNAME`` /
-    ``MLFLOW_TRACKING_PASSWORD``, ``MLFLOW_TRACKING_TOKEN`` or ``~/.mlflow/credentials``). The error names the
-    server and the variables, never their values."""
-    from mlflow.utils.credentials import get_default_host_creds
-    from mlflow.utils.rest_utils import http_request
-    creds = get_default_host_creds(uri)
-    try:
-        status = http_request(creds, "/api/2.0/mlflow/experiments/search", "GET", params={"max_results": 1},
-                              max_retries=0, timeout=10, raise_on_status=False).status_code
-    except Exception as exc:  # noqa: BLE001 - requests' errors: the server went away between the two calls
-        raise TrackingError(f"tracking server {uri} is not reachable ({type(exc).__name__}); start it or fix "
-                            f"--tracking-uri") from None
-    if status == 401:
-        given = "refused the user name and password given" if creds.username or creds.token else \
-            "asks for a user name and password"
-        raise TrackingError(f"tracking server {uri} {given} (HTTP 401); set MLFLOW_TRACKING_USERNAME and "
-                            f"MLFLOW_TRACKING_PASSWORD to an account of that server")
-    if status == 403:
-        raise TrackingError(f"tracking server {uri} denied this account access (HTTP 403); ask its admin for "
-                            f"permission or use another account (MLFLOW_TRACKING_USERNAME)")
+                        latest_study_run)
 
 
 def tracking_credentials() -> dict[str, str]:
@@ -134,49 +34,6 @@ def tracking_credentials() -> dict[str, str]:
     found = {"MLFLOW_TRACKING_USERNAME": creds.username, "MLFLOW_TRACKING_PASSWORD": creds.password,
              "MLFLOW_TRACKING_TOKEN": MLFLOW_TRACKING_TOKEN.get()}
     return {k: v for k, v in found.items() if v}
-
-
-# MLflow error codes that a repeat cannot fix (a bad argument, a missing or duplicate resource).
-_PERMANENT_ERRORS = {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS", "BAD_REQUEST",
-                     "PERMISSION_DENIED", "UNAUTHENTICATED", "ENDPOINT_NOT_FOUND", "INVALID_STATE"}
-
-
-def retry_seconds() -> float:
-    return float(os.environ.get("EXPAT_TRACKING_RETRY_S", "900"))
-
-
-def retry(fn: Callable[[], T], attempts: int | None = None, delay: float = 1.0, timeout: float | None = None) -> T:
-    """Repeat ``fn`` through transient tracking failures (server restarting or unreachable, SQLite busy).
-
-    Errors that a repeat cannot fix (MLflow's INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST, ...) are raised at
-    once. Otherwise the call is repeated with a growing pause (``delay`` doubling up to 15 s) until ``attempts``
-    calls were made or ``timeout`` seconds (default ``EXPAT_TRACKING_RETRY_S``, 900) have passed; an outage that
-    lasts more than a few seconds is reported once on stderr, and so is the recovery.
-    """
-    start = time.monotonic()
-    deadline = start + (retry_seconds() if timeout is None else timeout)
-    pause, warned, i = delay, False, 0
-    while True:
-        i += 1
-        try:
-            result = fn()
-        except Exception as exc:  # noqa: BLE001
-            if getattr(exc, "error_code", None) in _PERMANENT_ERRORS:
-                raise
-            if (attempts is not None and i >= attempts) or time.monotonic() + pause > deadline:
-                raise
-            if not warned and time.monotonic() - start >= 5:
-                first = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
-                print(f"tracking store unavailable ({first}); retrying for up to "
-                      f"{deadline - time.monotonic():.0f} s", file=sys.stderr, flush=True)
-                warned = True
-            time.sleep(pause)
-            pause = min(pause * 2, 15.0)
-            continue
-        if warned:
-            print(f"tracking store available again after {time.monotonic() - start:.0f} s", file=sys.stderr,
-                  flush=True)
-        return result
 
 
 def git_commit() -> str:
@@ -202,9 +59,7 @@ def ensure_experiment(client: MlflowClient, name: str) -> str:
 
 
 def find_parent_run(client: MlflowClient, exp_id: str, study: str):
-    runs = retry(lambda: client.search_runs([exp_id], filter_string=study_run_filter(study),
-                                            order_by=["attributes.start_time DESC"], max_results=1))
-    return runs[0] if runs else None
+    return retry(lambda: latest_study_run(client, exp_id, study))
 
 
 def create_parent_run(client: MlflowClient, exp_id: str, study: str, tags: dict[str, str],

@@ -39,6 +39,13 @@ def study_run_filter(study: str) -> str:
     return f"tags.{KIND_TAG} = '{KIND_STUDY}' and tags.{STUDY_TAG} = '{study}'"
 
 
+def latest_study_run(client: Any, experiment_id: str, study: str):
+    """The most recently started parent run of ``study`` (``MlflowClient.search_runs``), or ``None``."""
+    runs = client.search_runs([experiment_id], filter_string=study_run_filter(study),
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0] if runs else None
+
+
 def tracking_uri(uri: str | None, default_file: str = "mlflow.db") -> str:
     """The one rule for tracking URIs: a bare path (``mlflow.db``, ``/abs/mlflow.db``) or a relative SQLite URI
     means that SQLite file, made absolute (Ray trials and report builders run in other folders, and MLflow resolves

@@ -3,7 +3,9 @@
 CLI: ``python -m reports.build --study NAME [--tracking-uri URI] [--out DIR] [--parent-run-id ID] [--no-log]``;
 ``--study A --study B ...`` writes one paper-style table of the studies' latest runs instead (``reports.paper``).
 The tracking URI defaults to ``sqlite:///<abs cwd>/mlflow.db``, the absolute form of where ``ablation.run`` writes
-by default, so running both from the same directory reads the same store. Exit code 2 on a missing study.
+by default, so running both from the same directory reads the same store. Bad input (a missing study or parent
+run; a tracking store that does not exist, is corrupt or unwritable, a server that is down or refuses the
+credentials) exits with code 2 and one line on stderr; no store is ever created.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ import sys
 from pathlib import Path
 
 from core.names import tracking_uri
-from reports.collect import (ReportError, StudyInfo, collect_trials, finished_mask, load_history,
-                             open_client, table_trials)
+from ablation.store import retry
+from reports.collect import (ReportError, StudyInfo, collect_trials, finished_mask, load_history, study_client,
+                             table_trials)
 from reports.effects import (IMPORTANCE_EVALUATOR, best_trial, interaction_means, main_effects, param_importance,
                              value_order, varied_keys)
 from reports.exports import table_frame, write_csv, write_tex
@@ -93,10 +96,10 @@ def build_report(study: str, tracking_uri: str, out_dir: str | Path, parent_run_
                                encoding="utf-8")
 
     if log_to_mlflow:
-        client = open_client(study, info.tracking_uri)
+        client = study_client(info)
         written = [paths[k] for k in ("report", "bars", "curves", "trials", "csv", "tex")] + figures
         for path in written:
-            client.log_artifact(info.parent_run_id, str(path), artifact_path=ARTIFACT_DIR)
+            retry(lambda p=path: client.log_artifact(info.parent_run_id, str(p), artifact_path=ARTIFACT_DIR))
     return paths["report"]
 
 
@@ -154,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
                                   parent_run_id=args.parent_run_id, log_to_mlflow=not args.no_log)
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the output folder or a file in it cannot be written
+        print(f"error: cannot write {exc.filename or args.out}: {exc.strerror or exc}; pass --out with a writable "
+              f"folder", file=sys.stderr)
         return 2
     print(f"report written to {report}")
     return 0

@@ -1,7 +1,10 @@
 """Read one study's runs out of MLflow: the only module of `reports` that queries the tracking store.
 
 Reports are built from MLflow alone (no Ray result folders, no core code), so a report can be rebuilt on any
-machine that can reach the tracking store, long after the trials ran. The layout read here is the contract in
+machine that can reach the tracking store, long after the trials ran. The store is opened with the checks every
+tool makes (``ablation.store``: a missing, corrupt or unwritable SQLite file, a server that is down or refuses the
+credentials, each refused in one line), and every read goes through the driver's ``retry``, so a tracking server
+restarting while a report is built delays it instead of failing it. The layout read here is the contract in
 docs/ARCHITECTURE.md, "MLflow layout": an experiment named after the study, one parent run per study execution
 (tags ``kind=study``, ``study=<name>``, ``study.*``) and one child run per trial (tag ``mlflow.parentRunId``).
 """
@@ -14,22 +17,22 @@ import os
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # the machines have no internet; set before import
 
 from dataclasses import dataclass
-from pathlib import Path
-from urllib.parse import urlparse
 
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from ablation.store import TrackingError, open_existing_store, retry
 from core.names import (DATASET_PARAM, EPOCH_METRICS, KIND_STUDY, KIND_TAG, STUDY_TAG, TARGETS_TAG, UNREAD,
-                        child_runs, study_run_filter)
+                        child_runs, latest_study_run)
 from core.names import tracking_uri as resolve_uri
 
 FINISHED = "FINISHED"
 
 
 class ReportError(ValueError):
-    """The study cannot be reported (no store, experiment or parent run). The CLI prints it and exits with 2."""
+    """The study cannot be reported (no usable store, no experiment or parent run). The CLI prints it and exits
+    with 2."""
 
 
 @dataclass(frozen=True)
@@ -56,40 +59,41 @@ def _hint(study: str) -> str:
 
 
 def open_client(study: str, tracking_uri: str) -> MlflowClient:
-    """A client for ``tracking_uri``; refuses a SQLite file that does not exist.
+    """A client for ``tracking_uri`` after the store checks (``ablation.store.open_existing_store``).
 
-    MLflow would silently create an empty database there (schema included), so a typo in the path would leave a
-    stray ``mlflow.db`` behind and then report "no experiment" instead of "no store".
+    A SQLite file that does not exist is refused: MLflow would silently create an empty database there (schema
+    included), so a typo in the path would leave a stray ``mlflow.db`` behind and then report "no experiment"
+    instead of "no store".
     """
-    parsed = urlparse(tracking_uri)
-    if parsed.scheme == "sqlite":
-        db = Path(tracking_uri[len("sqlite:///"):])
-        if not db.is_file():
-            raise ReportError(f"study {study!r}: no MLflow database at {tracking_uri} ({_hint(study)})")
-    return MlflowClient(tracking_uri=tracking_uri)
+    try:
+        return open_existing_store(tracking_uri)
+    except TrackingError as exc:
+        raise ReportError(f"study {study!r}: {exc}") from None
+
+
+def study_client(info: StudyInfo) -> MlflowClient:
+    """A client for the store of a study that ``find_study`` found (and so checked)."""
+    return MlflowClient(tracking_uri=info.tracking_uri)
 
 
 def find_study(study: str, tracking_uri: str, parent_run_id: str | None = None) -> StudyInfo:
     """Locate the study's parent run: ``parent_run_id`` if given, else the most recently started one."""
     tracking_uri = resolve_uri(tracking_uri)
     client = open_client(study, tracking_uri)
-    experiment = client.get_experiment_by_name(study)
+    experiment = retry(lambda: client.get_experiment_by_name(study))
     if experiment is None:
         raise ReportError(f"study {study!r}: no MLflow experiment of that name at {tracking_uri} ({_hint(study)})")
     if parent_run_id is not None:
         try:
-            parent = client.get_run(parent_run_id)
+            parent = retry(lambda: client.get_run(parent_run_id))
         except MlflowException as exc:
             raise ReportError(f"study {study!r}: parent run {parent_run_id} not found at {tracking_uri}") from exc
         if parent.data.tags.get(KIND_TAG) != KIND_STUDY or parent.data.tags.get(STUDY_TAG) != study:
             raise ReportError(f"study {study!r}: run {parent_run_id} at {tracking_uri} is not a parent run of it")
     else:
-        found = client.search_runs([experiment.experiment_id],
-                                   filter_string=study_run_filter(study),
-                                   order_by=["attributes.start_time DESC"], max_results=1)
-        if not found:
+        parent = retry(lambda: latest_study_run(client, experiment.experiment_id, study))
+        if parent is None:
             raise ReportError(f"study {study!r}: no parent run (tag kind=study) at {tracking_uri} ({_hint(study)})")
-        parent = found[0]
     tags = parent.data.tags
     keys = tuple(k.strip() for k in tags.get("study.group_keys", "").split(",") if k.strip())
     return StudyInfo(name=study, tracking_uri=tracking_uri, experiment_id=parent.info.experiment_id,
@@ -113,7 +117,7 @@ def _targets(study: str, text: str | None) -> dict | None:
 
 def _child_runs(client: MlflowClient, info: StudyInfo) -> list:
     """Every child of the parent run, following MLflow's result pages."""
-    return child_runs(client, info.experiment_id, info.parent_run_id)
+    return retry(lambda: child_runs(client, info.experiment_id, info.parent_run_id))
 
 
 def _trial_row(run, group_keys: tuple[str, ...]) -> dict:
@@ -154,7 +158,7 @@ def load_trials(info: StudyInfo) -> pd.DataFrame:
     (the ``DATASET_PARAM`` param), one column per group-key
     param (string values, as MLflow stores params) and one per name in ``EPOCH_METRICS`` (final value or NaN).
     """
-    rows = [_trial_row(run, info.group_keys) for run in _child_runs(open_client(info.name, info.tracking_uri), info)]
+    rows = [_trial_row(run, info.group_keys) for run in _child_runs(study_client(info), info)]
     columns = ["run_id", "run_name", "status", "group", "seed", "split", "phase", "trial_id", "failure_reason",
                "start_time",
                "dataset", "protocol", *info.group_keys, *EPOCH_METRICS]
@@ -185,10 +189,11 @@ def load_history(info: StudyInfo, trials: pd.DataFrame, metrics=("rank1", "mAP",
     Columns: run_id, group, seed, metric, step, value. If a step was logged twice (a trial resumed from a
     checkpoint re-logs an epoch) the later timestamp wins, matching what MLflow reports as the latest value.
     """
-    client = open_client(info.name, info.tracking_uri)
+    client = study_client(info)
     rows = [{"run_id": t.run_id, "group": t.group, "seed": t.seed, "metric": m,
              "step": p.step, "value": p.value, "timestamp": p.timestamp}
-            for t in trials.itertuples() for m in metrics for p in client.get_metric_history(t.run_id, m)]
+            for t in trials.itertuples() for m in metrics
+            for p in retry(lambda r=t.run_id, k=m: client.get_metric_history(r, k))]
     columns = ["run_id", "group", "seed", "metric", "step", "value"]
     if not rows:
         return pd.DataFrame(columns=columns)

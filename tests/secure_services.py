@@ -19,7 +19,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from ablation.ui_check import MlflowServer
+from ablation.mlflow_server import MlflowServer
 
 RAY = str(Path(sys.executable).with_name("ray"))
 

@@ -244,14 +244,40 @@ def test_missing_study_or_store_is_a_report_error(store, tmp_path):
     assert not missing.exists()  # MLflow would have created an empty store there
 
 
+def test_reads_are_retried_through_a_tracking_outage(store, monkeypatch):
+    """Every read of the report builder goes through the driver's ``retry``: a call that fails the way a
+    restarting server fails (connection refused, after MLflow's own HTTP retries) is repeated, not fatal."""
+    expected = collect_trials(STUDY, store["uri"])
+    failed = []
+    for name in ("get_experiment_by_name", "search_runs", "get_metric_history"):
+        real = getattr(MlflowClient, name)
+
+        def flaky(self, *args, _real=real, _name=name, **kwargs):
+            if _name not in failed:  # the first call of each kind meets the outage
+                failed.append(_name)
+                raise ConnectionError("Connection refused: the tracking server is restarting")
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(MlflowClient, name, flaky)
+    info, trials = collect_trials(STUDY, store["uri"])
+    history = load_history(info, trials, ("rank1",))
+    assert failed == ["get_experiment_by_name", "search_runs", "get_metric_history"]
+    assert info == expected[0]
+    pd.testing.assert_frame_equal(trials, expected[1])
+    assert len(history) > 0
+
+
 def test_cli_exit_code_2_and_no_ray_or_torch(store):
     """Runs the CLI as ``python -m`` would (runpy), then lists what got imported before the exit."""
-    code = ("import runpy, sys\n"
+    # The shared names and the shared store checks (with the two small file helpers they use): no heavy imports.
+    light = ("core", "core.names", "core.files", "core.locks", "ablation", "ablation.store")
+    code = (f"LIGHT = {light!r}\n"
+            "import runpy, sys\n"
             "sys.argv = ['reports.build', '--study', 'no_such_study', '--tracking-uri', sys.argv[1]]\n"
             "try:\n    runpy.run_module('reports.build', run_name='__main__')\n"
             "except SystemExit as e:\n"
             "    bad = sorted(m for m in sys.modules if m.split('.')[0] in ('ray', 'torch', 'core', 'ablation')\n"
-            "                 and m not in ('core', 'core.names'))  # the shared names: no heavy imports\n"
+            "                 and m not in LIGHT)\n"
             "    print('imported:', bad); raise")
     proc = subprocess.run([sys.executable, "-c", code, store["uri"]], cwd=ROOT, capture_output=True, text=True,
                           timeout=60)

@@ -24,7 +24,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from ablation.ui_check import free_port
+from ablation.mlflow_server import free_port
 from secure_services import install_token, make_ray_token, start_auth_server, wait_until_trials_train
 from test_ablation_e2e import TINY as E2E_TINY
 
