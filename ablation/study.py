@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -35,6 +36,7 @@ REPORTED_METRICS = (*EVAL_METRICS, *LOSS_METRICS)
 SEARCH_ALGORITHMS = ("grid", "optuna")
 SCHEDULERS = ("fifo", "asha")
 SPACE_TYPES = ("float", "loguniform", "int", "choice")
+STUDY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 TOP_LEVEL = ("name", "description", "base", "overrides", "variants", "axes", "seeds", "splits", "group_by", "baseline",
              "search", "scheduler", "metric", "mode", "resources", "max_concurrent", "max_failures",
              "checkpoint_interval_s", "targets")
@@ -146,6 +148,10 @@ def load_study(name_or_path: str, extra_overrides: dict[str, Any] | None = None)
     if unknown:
         raise StudyError(f"study {path.name}: unknown field(s) {unknown}; allowed fields: {list(TOP_LEVEL)}")
     body.setdefault("name", path.stem)
+    # The name becomes an MLflow experiment, tag value and search filter operand, and a Ray results folder.
+    if not isinstance(body["name"], str) or not STUDY_NAME.fullmatch(body["name"]):
+        raise StudyError(f"study {path.name}: name {body['name']!r} must be letters, digits, '_', '-' or '.' "
+                         "(it names the MLflow experiment and the results folder); rename the file or set 'name:'")
     if "base" not in body:
         raise StudyError(f"study {path.name}: 'base' (a core preset such as quick) is required")
     spec = StudySpec(**body)

@@ -58,6 +58,8 @@ BASE = {"base": "quick", "axes": {"loss.type": ["expat"]}, "seeds": [0]}
     ({"resources": {"cpu": 0}}, "resources"),
     ({"overrides": {"data.batch_size": 30}}, "data.batch_size"),
     ({"colour": "blue"}, "colour"),
+    ({"name": "it's"}, "name \"it's\" must be letters"),  # a quote would break MLflow's search filter
+    ({"name": 7}, "name 7 must be letters"),
 ])
 def test_bad_specs_fail_with_the_field_named(tmp_path, change, needle):
     with pytest.raises(StudyError) as info:
