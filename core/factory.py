@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-from core.config import PRETRAINED_NONE, PRETRAINED_REQUIRED, SYSU_LIKE, Config, ConfigError, is_cross_modal, \
-    resolved_neck
+from core.catalogue import dataset as dataset_entry
+from core.config import PRETRAINED_NONE, PRETRAINED_REQUIRED, Config, ConfigError, is_cross_modal, resolved_neck
 from core.data import DatasetSplits, build_splits, build_test_loader, build_train_loader, cache_base, \
     hold_out_identities, validate_splits_cached
 from core.inference import check_evaluable
@@ -21,7 +21,7 @@ def check_inputs(cfg: Config) -> None:
     that trains it). The paper presets say ``required``: their numbers come from ImageNet weights, so training from
     random weights must be asked for (``none``) rather than happen because the path was forgotten."""
     d = cfg.data
-    if d.dataset in ("sysu_mm01", "regdb", "market1501", "dukemtmc") and not d.root:
+    if dataset_entry(cfg).on_disk and not d.root:
         raise ConfigError(f"data.root is empty but data.dataset={d.dataset} reads a dataset from disk; "
                           f"set data.root=/path/to/{d.dataset}")
     if cfg.model.pretrained == PRETRAINED_REQUIRED:
@@ -39,40 +39,21 @@ def pretrained_path(cfg: Config) -> str | None:
     return None if cfg.model.pretrained in ("", PRETRAINED_NONE) else cfg.model.pretrained
 
 
-def _dataset_options(cfg: Config) -> dict:
-    d = cfg.data
-    # SYSU layouts validate on exp/val_id.txt, so the training keeps to train_id.txt (core.effective: the
-    # data.sysu_train_ids choice is then not read)
-    sysu_ids = {"train_ids": "train", "eval_ids": "val"} if cfg.eval.split == "val" else {
-        "train_ids": d.sysu_train_ids}
-    if d.dataset == "synthetic_sysu":
-        # 30% test and 10% validation identities, the rest for training (40 ids -> 24/4/12)
-        return {"num_ids": d.synthetic_ids, "num_test_ids": max(2, round(d.synthetic_ids * 0.3)),
-                "num_val_ids": max(1, round(d.synthetic_ids * 0.1)), "seed": d.synthetic_seed, **sysu_ids}
-    if d.dataset == "synthetic_market":
-        test_ids = max(4, int(d.synthetic_ids * 0.4))
-        return {"num_train_ids": d.synthetic_ids - test_ids, "num_test_ids": test_ids, "seed": d.synthetic_seed}
-    if d.dataset == "sysu_mm01":
-        return sysu_ids
-    if d.dataset == "regdb":
-        return {"trial": d.regdb_trial}
-    return {}
-
-
 def resolve_data_root(cfg: Config) -> str:
     """An absolute dataset root; a generated dataset without a root goes to the shared cache, one folder per
     generator setting (so studies with different settings never overwrite each other's data)."""
     d = cfg.data
-    if d.dataset.startswith("synthetic_") and not d.root:
+    if not dataset_entry(cfg).on_disk and not d.root:
         return str(cache_base() / f"{d.dataset}-ids{d.synthetic_ids}-seed{d.synthetic_seed}")
     return str(Path(d.root).expanduser().resolve())
 
 
 def build_dataset(cfg: Config) -> DatasetSplits:
     """Parse (or generate, then parse) the dataset and check every image decodes (``data.on_corrupt``)."""
-    splits = build_splits(cfg.data.dataset, resolve_data_root(cfg), **_dataset_options(cfg))
+    entry = dataset_entry(cfg)
+    splits = build_splits(entry.name, resolve_data_root(cfg), **entry.loader_options(cfg))
     splits = validate_splits_cached(splits, cfg.data.on_corrupt)  # decodes every file once per machine
-    if cfg.eval.split == "val" and cfg.data.dataset not in SYSU_LIKE:  # SYSU's parser reads its own val ids
+    if cfg.eval.split == "val" and not entry.own_val_split:  # SYSU's parser reads its own val ids
         splits = hold_out_identities(splits, cfg.eval.val_fraction, cfg.eval.val_seed)
     check_evaluable(cfg, splits)
     return splits
