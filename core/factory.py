@@ -13,6 +13,7 @@ from core.data import DatasetSplits, build_splits, build_test_loader, build_trai
 from core.inference import check_evaluable
 from core.losses import build_criterion
 from core.models import ReIDModel
+from core.models.backbone import PretrainedError, read_pretrained
 from core.necks import NECKS
 
 def check_inputs(cfg: Config) -> None:
@@ -32,6 +33,34 @@ def check_inputs(cfg: Config) -> None:
         raise ConfigError(f"model.pretrained: file '{cfg.model.pretrained}' does not exist; pass the path of a "
                           f"local torchvision ResNet state dict (every node of a study must see it), or leave "
                           f"model.pretrained empty")
+    if pretrained_path(cfg):
+        check_pretrained(cfg.model.pretrained, cfg.model.arch)
+
+
+_CHECKED: dict[tuple, str | None] = {}  # (file, size, mtime, arch) -> the problem, None if fine: each file read once
+
+
+def check_pretrained(path: str, arch: str) -> None:
+    """``model.pretrained`` is a state dict that loads into ``arch``'s backbone (``torch.load`` with
+    ``weights_only``, keys and shapes), refused in one line naming the file and the problem otherwise: a random or
+    truncated file, a text file or another network's weights would otherwise fail only once the model is built."""
+    file = Path(path).expanduser()
+    try:
+        st = file.stat()
+        key = (str(file.resolve()), st.st_size, st.st_mtime_ns, arch)
+    except OSError as exc:
+        raise ConfigError(f"model.pretrained: file '{path}' cannot be read ({exc.strerror})") from None
+    if key not in _CHECKED:
+        try:
+            read_pretrained(file, arch)
+            _CHECKED[key] = None
+        except PretrainedError as exc:
+            _CHECKED[key] = exc.problem
+        except OSError as exc:
+            _CHECKED[key] = f"cannot be read ({exc.strerror or exc})"
+    if _CHECKED[key]:
+        raise ConfigError(f"model.pretrained: file '{path}' {_CHECKED[key]}; pass a local torchvision "
+                          f"{arch} state dict, or model.pretrained=none to train from random weights")
 
 
 def pretrained_path(cfg: Config) -> str | None:
