@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from core.catalogue import dataset as dataset_entry
 from core.names import EVAL_METRICS, LOSS_METRICS
 from core.config import (Config, ConfigError, coerce_value, copy_config, get_value, load_config, read_yaml_mapping,
                          set_value)
@@ -321,7 +322,7 @@ def _validate_splits(spec: StudySpec, cfg: Config) -> None:
     if not isinstance(s, list) or not all(isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= 10 for x in s) \
             or len(set(s)) != len(s):
         raise StudyError(f"study {where}: 'splits' must list distinct RegDB trials in 1..10, e.g. [1, 2, 3], got {s!r}")
-    if cfg.data.dataset != "regdb":
+    if SPLIT_REPEAT_KEY not in dataset_entry(cfg).options:
         raise StudyError(f"study {where}: 'splits' repeats over RegDB's train/test splits but data.dataset="
                          f"{cfg.data.dataset}; remove 'splits' or use a RegDB base (regdb_paper)")
     if SPLIT_REPEAT_KEY in spec.overrides or SPLIT_REPEAT_KEY in spec.axes \

@@ -15,6 +15,8 @@ from typing import Any, Literal, Optional
 
 import yaml
 
+from core.catalogue import DATASET_NAMES, dataset as dataset_entry
+from core.names import REGDB_DIRECTIONS
 from core.necks import RECIPE_NECK
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
@@ -26,8 +28,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    dataset: Literal["synthetic_sysu", "synthetic_market", "sysu_mm01", "regdb", "market1501", "dukemtmc"] = (
-        "synthetic_sysu")
+    dataset: Literal[DATASET_NAMES] = "synthetic_sysu"  # core.catalogue: what each name is, reads and needs
     root: str = ""  # dataset root; for synthetic_* an empty root means the generated-data cache folder
     height: int = 64
     width: int = 32
@@ -111,7 +112,7 @@ class EvalConfig:
     sysu_all_settings: bool = False  # also log rank1/mAP of all four settings (all/indoor x single/multi)
     trials: int = 10  # SYSU gallery draws
     trial_seed: int = 0
-    regdb_direction: Literal["visible2thermal", "thermal2visible"] = "visible2thermal"
+    regdb_direction: Literal[REGDB_DIRECTIONS] = "v2t"  # the main metrics: v2t (visible queries) or t2v
     batch_size: int = 128
     # test: the dataset's query/gallery (the protocol). val: identities the training never sees, for selecting
     # hyperparameters (SYSU layouts: exp/val_id.txt, training on train_id.txt; others: a seeded hold-out of
@@ -390,16 +391,12 @@ def _preset_chain(preset: str, seen: tuple = ()) -> list[dict]:
 
 
 
-CROSS_MODAL_DATASETS = ("synthetic_sysu", "sysu_mm01", "regdb")
-SYSU_LIKE = ("synthetic_sysu", "sysu_mm01")  # evaluated with the SYSU-MM01 protocol (eval.sysu_*, eval.trials)
-
-
 def resolved_neck(cfg: Config) -> str:
     return RECIPE_NECK[cfg.loss.type] if cfg.model.neck == "auto" else cfg.model.neck
 
 
 def is_cross_modal(cfg: Config) -> bool:
-    return cfg.data.dataset in CROSS_MODAL_DATASETS
+    return dataset_entry(cfg).cross_modal
 
 
 def validate(cfg: Config) -> None:

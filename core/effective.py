@@ -8,15 +8,15 @@ ran, to refuse a setting that would change nothing, and to tell two trainings ap
 
 The knowledge comes from the parts themselves: each loss part declares the ``loss.*`` fields it reads
 (``core.losses.recipes.TERMS``) and each neck its BN layout (``core.necks``); the few data/eval conditions are
-listed once below.
+listed once below, the dataset ones taken from the dataset catalogue (``core.catalogue``).
 """
 from __future__ import annotations
 
 import dataclasses
 from typing import Any, Callable, Iterable
 
-from core.config import (SYSU_LIKE, Config, ConfigError, copy_config, is_cross_modal, resolved_neck, schema_keys,
-                         to_flat_dict)
+from core.catalogue import CATALOGUE, dataset as dataset_entry
+from core.config import Config, ConfigError, copy_config, is_cross_modal, resolved_neck, schema_keys, to_flat_dict
 from core.losses.recipes import WEIGHT_FIELD, recipe_reads, resolve_parts
 from core.names import UNREAD
 from core.necks import NECKS
@@ -47,26 +47,19 @@ _RULES: dict[str, _Rule] = {
                         lambda c: f"with data.sampler={c.data.sampler} (it splits the random-triplet batches)"),
     "data.num_instances": (lambda c: c.data.sampler in ("pk", "cross_modal"),
                            lambda c: f"with data.sampler={c.data.sampler} (it is K of a P x K batch)"),
-    "data.sysu_train_ids": (lambda c: c.data.dataset in SYSU_LIKE and c.eval.split == "test",
+    # what a dataset reads beyond the common keys is its catalogue entry's (core.catalogue); SYSU layouts read
+    # data.sysu_train_ids only on test (validation trains on train_id.txt)
+    **{key: (lambda c, key=key: key in dataset_entry(c).options,
+             lambda c, key=key, who=who: f"with data.dataset={c.data.dataset} ({who})")
+       for key, who in {k: w for d in CATALOGUE.values() for k, w in d.options.items()}.items()},
+    "data.sysu_train_ids": (lambda c: "data.sysu_train_ids" in dataset_entry(c).options and c.eval.split == "test",
                             lambda c: f"with data.dataset={c.data.dataset} (SYSU-MM01 layouts only)"
-                            if c.data.dataset not in SYSU_LIKE else
+                            if "data.sysu_train_ids" not in dataset_entry(c).options else
                             "with eval.split=val (the training keeps to train_id.txt; val_id.txt is the validation)"),
-    **{key: (lambda c: c.eval.split == "val" and c.data.dataset not in SYSU_LIKE,
+    **{key: (lambda c: c.eval.split == "val" and not dataset_entry(c).own_val_split,
              lambda c: "with eval.split=test (it sizes the validation hold-out)" if c.eval.split == "test" else
              f"with data.dataset={c.data.dataset} (SYSU-MM01 validates on exp/val_id.txt)")
        for key in ("eval.val_fraction", "eval.val_seed")},
-    "data.regdb_trial": (lambda c: c.data.dataset == "regdb",
-                         lambda c: f"with data.dataset={c.data.dataset} (RegDB only)"),
-    "data.synthetic_ids": (lambda c: c.data.dataset.startswith("synthetic_"),
-                           lambda c: f"with data.dataset={c.data.dataset} (generated data only)"),
-    "data.synthetic_seed": (lambda c: c.data.dataset.startswith("synthetic_"),
-                            lambda c: f"with data.dataset={c.data.dataset} (generated data only)"),
-    "eval.regdb_direction": (lambda c: c.data.dataset == "regdb",
-                             lambda c: f"with data.dataset={c.data.dataset} (RegDB only)"),
-    **{key: (lambda c: c.data.dataset in SYSU_LIKE,
-             lambda c: f"with data.dataset={c.data.dataset} (the SYSU-MM01 protocol only)")
-       for key in ("eval.sysu_mode", "eval.sysu_shot", "eval.trials", "eval.trial_seed", "eval.sysu_cmc",
-                   "eval.sysu_all_settings")},
 }
 
 

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import torch
 
-from core.config import PRETRAINED_NONE, PRETRAINED_REQUIRED, SYSU_LIKE, Config, ConfigError, is_cross_modal, \
-    resolved_neck
+from core.catalogue import dataset as dataset_entry
+from core.config import PRETRAINED_NONE, PRETRAINED_REQUIRED, Config, ConfigError, is_cross_modal, resolved_neck
 from core.data import DatasetSplits, build_splits, build_test_loader, build_train_loader, cache_base, \
     hold_out_identities, validate_splits_cached
 from core.inference import check_evaluable
 from core.losses import build_criterion
 from core.models import ReIDModel
+from core.models.backbone import PretrainedError, read_pretrained
 from core.necks import NECKS
 
 def check_inputs(cfg: Config) -> None:
@@ -21,7 +22,7 @@ def check_inputs(cfg: Config) -> None:
     that trains it). The paper presets say ``required``: their numbers come from ImageNet weights, so training from
     random weights must be asked for (``none``) rather than happen because the path was forgotten."""
     d = cfg.data
-    if d.dataset in ("sysu_mm01", "regdb", "market1501", "dukemtmc") and not d.root:
+    if dataset_entry(cfg).on_disk and not d.root:
         raise ConfigError(f"data.root is empty but data.dataset={d.dataset} reads a dataset from disk; "
                           f"set data.root=/path/to/{d.dataset}")
     if cfg.model.pretrained == PRETRAINED_REQUIRED:
@@ -32,6 +33,34 @@ def check_inputs(cfg: Config) -> None:
         raise ConfigError(f"model.pretrained: file '{cfg.model.pretrained}' does not exist; pass the path of a "
                           f"local torchvision ResNet state dict (every node of a study must see it), or leave "
                           f"model.pretrained empty")
+    if pretrained_path(cfg):
+        check_pretrained(cfg.model.pretrained, cfg.model.arch)
+
+
+_CHECKED: dict[tuple, str | None] = {}  # (file, size, mtime, arch) -> the problem, None if fine: each file read once
+
+
+def check_pretrained(path: str, arch: str) -> None:
+    """``model.pretrained`` is a state dict that loads into ``arch``'s backbone (``torch.load`` with
+    ``weights_only``, keys and shapes), refused in one line naming the file and the problem otherwise: a random or
+    truncated file, a text file or another network's weights would otherwise fail only once the model is built."""
+    file = Path(path).expanduser()
+    try:
+        st = file.stat()
+        key = (str(file.resolve()), st.st_size, st.st_mtime_ns, arch)
+    except OSError as exc:
+        raise ConfigError(f"model.pretrained: file '{path}' cannot be read ({exc.strerror})") from None
+    if key not in _CHECKED:
+        try:
+            read_pretrained(file, arch)
+            _CHECKED[key] = None
+        except PretrainedError as exc:
+            _CHECKED[key] = exc.problem
+        except OSError as exc:
+            _CHECKED[key] = f"cannot be read ({exc.strerror or exc})"
+    if _CHECKED[key]:
+        raise ConfigError(f"model.pretrained: file '{path}' {_CHECKED[key]}; pass a local torchvision "
+                          f"{arch} state dict, or model.pretrained=none to train from random weights")
 
 
 def pretrained_path(cfg: Config) -> str | None:
@@ -39,40 +68,21 @@ def pretrained_path(cfg: Config) -> str | None:
     return None if cfg.model.pretrained in ("", PRETRAINED_NONE) else cfg.model.pretrained
 
 
-def _dataset_options(cfg: Config) -> dict:
-    d = cfg.data
-    # SYSU layouts validate on exp/val_id.txt, so the training keeps to train_id.txt (core.effective: the
-    # data.sysu_train_ids choice is then not read)
-    sysu_ids = {"train_ids": "train", "eval_ids": "val"} if cfg.eval.split == "val" else {
-        "train_ids": d.sysu_train_ids}
-    if d.dataset == "synthetic_sysu":
-        # 30% test and 10% validation identities, the rest for training (40 ids -> 24/4/12)
-        return {"num_ids": d.synthetic_ids, "num_test_ids": max(2, round(d.synthetic_ids * 0.3)),
-                "num_val_ids": max(1, round(d.synthetic_ids * 0.1)), "seed": d.synthetic_seed, **sysu_ids}
-    if d.dataset == "synthetic_market":
-        test_ids = max(4, int(d.synthetic_ids * 0.4))
-        return {"num_train_ids": d.synthetic_ids - test_ids, "num_test_ids": test_ids, "seed": d.synthetic_seed}
-    if d.dataset == "sysu_mm01":
-        return sysu_ids
-    if d.dataset == "regdb":
-        return {"trial": d.regdb_trial}
-    return {}
-
-
 def resolve_data_root(cfg: Config) -> str:
     """An absolute dataset root; a generated dataset without a root goes to the shared cache, one folder per
     generator setting (so studies with different settings never overwrite each other's data)."""
     d = cfg.data
-    if d.dataset.startswith("synthetic_") and not d.root:
+    if not dataset_entry(cfg).on_disk and not d.root:
         return str(cache_base() / f"{d.dataset}-ids{d.synthetic_ids}-seed{d.synthetic_seed}")
     return str(Path(d.root).expanduser().resolve())
 
 
 def build_dataset(cfg: Config) -> DatasetSplits:
     """Parse (or generate, then parse) the dataset and check every image decodes (``data.on_corrupt``)."""
-    splits = build_splits(cfg.data.dataset, resolve_data_root(cfg), **_dataset_options(cfg))
+    entry = dataset_entry(cfg)
+    splits = build_splits(entry.name, resolve_data_root(cfg), **entry.loader_options(cfg))
     splits = validate_splits_cached(splits, cfg.data.on_corrupt)  # decodes every file once per machine
-    if cfg.eval.split == "val" and cfg.data.dataset not in SYSU_LIKE:  # SYSU's parser reads its own val ids
+    if cfg.eval.split == "val" and not entry.own_val_split:  # SYSU's parser reads its own val ids
         splits = hold_out_identities(splits, cfg.eval.val_fraction, cfg.eval.val_seed)
     check_evaluable(cfg, splits)
     return splits

@@ -4,12 +4,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from core.config import SYSU_LIKE, Config
+from core.catalogue import REGDB, REID, SYSU, dataset as dataset_entry
+from core.config import Config
 from core.data import DatasetError, DatasetSplits
 from core.eval import evaluate_rank, evaluate_regdb_both, evaluate_sysu, metrics_to_percent, normalize, \
     pairwise_distance
 from core.eval.sysu import GALLERY_CAMS, SHOT_SIZE
-from core.names import EVAL_METRICS
+from core.names import EVAL_METRICS, REGDB_DIRECTIONS
 
 
 @torch.inference_mode()
@@ -36,15 +37,25 @@ def evaluate(model: torch.nn.Module, cfg: Config, splits: DatasetSplits, query_l
     gf, g_pids, g_cams, g_mods = extract_features(model, gallery_loader, device)
     if cfg.eval.feat_norm:
         qf, gf = normalize(qf), normalize(gf)
-    e = cfg.eval
-    if cfg.data.dataset in SYSU_LIKE:
-        return _sysu_settings(qf, gf, q_pids, g_pids, q_cams, g_cams, e)
-    if cfg.data.dataset == "regdb":
-        return _regdb_both_directions(torch.cat([qf, gf]), np.concatenate([q_pids, g_pids]),
-                                      np.concatenate([q_mods, g_mods]), e.regdb_direction, e.metric)
+    q, g = (q_pids, q_cams, q_mods), (g_pids, g_cams, g_mods)
+    return _PROTOCOLS[dataset_entry(cfg).protocol](qf, gf, q, g, cfg.eval)
+
+
+def _reid(qf, gf, q, g, e) -> dict[str, float]:
+    """Market-1501 / DukeMTMC-reID: every query against the gallery, same identity and camera removed."""
+    (q_pids, q_cams, _), (g_pids, g_cams, _) = q, g
     distmat = pairwise_distance(qf, gf, metric=e.metric)
     cmc, mAP, mINP = evaluate_rank(distmat, q_pids, g_pids, q_cams, g_cams, max_rank=50)
     return metrics_to_percent(cmc, mAP, mINP)
+
+
+def _regdb(qf, gf, q, g, e) -> dict[str, float]:
+    return _regdb_both_directions(torch.cat([qf, gf]), np.concatenate([q[0], g[0]]), np.concatenate([q[2], g[2]]),
+                                  e.regdb_direction, e.metric)
+
+
+def _sysu(qf, gf, q, g, e) -> dict[str, float]:
+    return _sysu_settings(qf, gf, q[0], g[0], q[1], g[1], e)
 
 
 def _regdb_both_directions(feats: torch.Tensor, pids: np.ndarray, mods: np.ndarray, direction: str,
@@ -54,9 +65,9 @@ def _regdb_both_directions(feats: torch.Tensor, pids: np.ndarray, mods: np.ndarr
     both = evaluate_regdb_both(feats[torch.from_numpy(visible)], feats[torch.from_numpy(~visible)], pids[visible],
                                pids[~visible], metric=metric)
     out = _percent(both[direction])
-    for name, short in (("visible2thermal", "v2t"), ("thermal2visible", "t2v")):
-        out[f"rank1_{short}"] = float(both[name]["rank1"]) * 100.0
-        out[f"mAP_{short}"] = float(both[name]["mAP"]) * 100.0
+    for name in REGDB_DIRECTIONS:
+        out[f"rank1_{name}"] = float(both[name]["rank1"]) * 100.0
+        out[f"mAP_{name}"] = float(both[name]["mAP"]) * 100.0
     return out
 
 
@@ -71,18 +82,26 @@ def check_evaluable(cfg: Config, splits: DatasetSplits) -> None:
     views: dict[int, set] = {}
     for r in splits.gallery:
         views.setdefault(r.pid, set()).add((r.camid, r.modality))
-    if cfg.data.dataset in SYSU_LIKE:
-        cams = GALLERY_CAMS[cfg.eval.sysu_mode]
-        keeps = lambda q, cam, mod: cam in cams and not (q.camid == 3 and cam == 2)  # noqa: E731
-        rule = f"SYSU-MM01 {cfg.eval.sysu_mode}-search (camera-3 queries ignore camera 2)"
-    elif cfg.data.dataset == "regdb":  # query and gallery are the two modalities of the same test identities
-        keeps, rule = (lambda q, cam, mod: mod != q.modality), "RegDB (the other modality)"  # noqa: E731
-    else:
-        keeps, rule = (lambda q, cam, mod: cam != q.camid), "Market/Duke (same identity and camera removed)"  # noqa: E731
+    keeps, rule = _MATCH_RULES[dataset_entry(cfg).protocol](cfg.eval)
     matched = any(keeps(q, cam, mod) for q in splits.query for cam, mod in views.get(q.pid, ()))
     if not matched:
         raise DatasetError(f"{cfg.data.dataset}: no query has a true match in the gallery under the {rule} rule, so "
                            f"nothing could be evaluated; check the query and gallery folders under data.root")
+
+
+def _sysu_match(e):
+    cams = GALLERY_CAMS[e.sysu_mode]
+    return ((lambda q, cam, mod: cam in cams and not (q.camid == 3 and cam == 2)),
+            f"SYSU-MM01 {e.sysu_mode}-search (camera-3 queries ignore camera 2)")
+
+
+# protocol (core.catalogue) -> whether a gallery (camera, modality) counts as a true match of query q, and the
+# rule's name; query and gallery of RegDB are the two modalities of the same test identities
+_MATCH_RULES = {
+    REID: lambda e: ((lambda q, cam, mod: cam != q.camid), "Market/Duke (same identity and camera removed)"),
+    SYSU: _sysu_match,
+    REGDB: lambda e: ((lambda q, cam, mod: mod != q.modality), "RegDB (the other modality)"),
+}
 
 
 def _sysu_settings(qf, gf, q_pids, g_pids, q_cams, g_cams, e) -> dict[str, float]:
@@ -103,3 +122,8 @@ def _sysu_settings(qf, gf, q_pids, g_pids, q_cams, g_cams, e) -> dict[str, float
 
 def _percent(res: dict) -> dict[str, float]:
     return {k: float(res[k]) * 100.0 for k in EVAL_METRICS}
+
+
+# protocol (core.catalogue) -> its evaluation: (query features, gallery features, query (pids, cams, modalities),
+# gallery (...), eval config) -> metrics in percent
+_PROTOCOLS = {REID: _reid, SYSU: _sysu, REGDB: _regdb}

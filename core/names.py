@@ -12,8 +12,10 @@ from typing import Any
 # --- per-epoch metrics (percent for the ranking metrics) ---------------------------------------------------------
 EVAL_METRICS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")  # higher is better
 LOSS_METRICS = ("loss", "loss_id", "loss_metric", "loss_center")  # lower is better
-# RegDB evaluates both directions on every evaluation: visible->thermal and thermal->visible
-REGDB_DIRECTION_METRICS = ("rank1_v2t", "mAP_v2t", "rank1_t2v", "mAP_t2v")
+# RegDB evaluates both directions on every evaluation: v2t = visible queries against the thermal gallery, t2v the
+# reverse. One spelling: the values of eval.regdb_direction, the eval module's keys and the metric-name suffixes.
+REGDB_DIRECTIONS = ("v2t", "t2v")
+REGDB_DIRECTION_METRICS = tuple(f"{m}_{d}" for d in REGDB_DIRECTIONS for m in ("rank1", "mAP"))
 EPOCH_METRICS = (*LOSS_METRICS, "lr", *EVAL_METRICS, "epoch", *REGDB_DIRECTION_METRICS)
 
 

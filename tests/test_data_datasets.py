@@ -168,7 +168,7 @@ def test_regdb_index_files(tmp_path):
     assert splits.train[0].path == str(tmp_path / "Visible/10/a.bmp")
     assert [(r.pid, r.modality) for r in splits.query] == [(0, 1)]  # thermal -> visible (authors)
     assert [(r.pid, r.modality) for r in splits.gallery] == [(0, 0), (1, 0)]
-    v2t = parse_regdb(tmp_path, trial=3, mode="visible_to_thermal")
+    v2t = parse_regdb(tmp_path, trial=3, mode="v2t")
     assert {r.modality for r in v2t.query} == {0} and {r.modality for r in v2t.gallery} == {1}
     with pytest.raises(DatasetError, match="idx/train_visible_1.txt"):
         parse_regdb(tmp_path, trial=1)

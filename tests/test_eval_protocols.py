@@ -233,11 +233,11 @@ def _check(res, expected):
 
 
 def test_regdb_both_directions_by_hand():
-    _check(evaluate_regdb(FV, FT, PV, PT, direction="visible2thermal"), V2T)
-    _check(evaluate_regdb(FV, FT, PV, PT, direction="thermal2visible"), T2V)
+    _check(evaluate_regdb(FV, FT, PV, PT, direction="v2t"), V2T)
+    _check(evaluate_regdb(FV, FT, PV, PT, direction="t2v"), T2V)
     both = evaluate_regdb_both(torch.from_numpy(FV), torch.from_numpy(FT), PV, PT)
-    _check(both["visible2thermal"], V2T)
-    _check(both["thermal2visible"], T2V)
+    _check(both["v2t"], V2T)
+    _check(both["t2v"], T2V)
     with pytest.raises(ValueError, match="direction"):
         evaluate_regdb(FV, FT, PV, PT, direction="rgb2ir")
 

@@ -1,6 +1,6 @@
 """Faults a long study must survive, provoked for real: real Ray, real MLflow (SQLite), real processes killed.
 
-- trials that raise or whose loss turns NaN: FAILED with the reason, the study goes on, the report lists them;
+- trials that raise (weights unreadable on the trial's node) or whose loss turns NaN: FAILED with the reason, the study goes on, the report lists them;
 - a trial's worker SIGKILLed mid-training: Tune retries it from its last checkpoint into the same MLflow run;
 - the study driver stopped by SIGINT or SIGKILL: ``--resume`` finishes only what was unfinished and the result
   equals an uninterrupted study's;
@@ -125,16 +125,43 @@ def data_cache(tmp_path_factory) -> Path:
 # ------------------------------------------------------------------------------------------- failing trials
 
 
+# Installed in the study's processes through PYTHONPATH (Ray's trial workers inherit the driver's environment): in
+# every process but the driver, opening the file named by EXPAT_TEST_EIO_FILE fails with an I/O error, as a disk or
+# network file system failing on a trial's node would. The driver's up-front check of model.pretrained reads the
+# file, so it passes; the trials fail at run time, when they build the model.
+_EIO_HOOK = """
+import errno, os, sys
+
+def _eio(event, args):
+    if event == "open" and args and isinstance(args[0], (str, os.PathLike)) \\
+            and os.fspath(args[0]) == os.environ.get("EXPAT_TEST_EIO_FILE"):
+        main = getattr(sys.modules.get("__main__"), "__spec__", None)
+        if getattr(main, "name", None) != "ablation.run":
+            raise OSError(errno.EIO, os.strerror(errno.EIO), os.fspath(args[0]))
+
+sys.addaudithook(_eio)
+"""
+
+
 def test_raising_and_nan_trials_fail_with_a_reason_and_the_study_goes_on(tmp_path, data_cache):
-    # A truncated download of pretrained weights makes the trainer raise (torch cannot read the archive): a generic
-    # error, so Tune retries it (max_failures) before giving up. loss.metric_weight=1e39 overflows the loss to inf:
-    # NonFiniteLossError, which a retry cannot fix, so the trial ends at once.
-    weights = tmp_path / "resnet18_truncated.pth"
-    weights.write_bytes(b"PK\x03\x04 truncated download")
+    # Pretrained weights that pass the driver's check but cannot be read on the trial's node (an I/O error at run
+    # time) make the trainer raise: a generic error, so Tune retries it (max_failures) before giving up.
+    # loss.metric_weight=1e39 overflows the loss to inf: NonFiniteLossError, which a retry cannot fix, so the trial
+    # ends at once.
+    import torch
+
+    from core.models import ResNetBackbone
+    weights = tmp_path / "resnet18.pth"
+    torch.save(ResNetBackbone("resnet18").state_dict(), weights)
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_EIO_HOOK)
     body = {**TINY, "overrides": {**TINY["overrides"], "solver.epochs": 1},
             "axes": {"loss.type": ["expat"], "loss.metric_weight": [1.0, 1e39], "model.pretrained": ["", str(weights)]},
             "baseline": {}}
-    proc = run_study(tmp_path, "faulty", body, data_cache=data_cache)
+    proc = subprocess.run(study_cmd(tmp_path, "faulty", body), cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600, env={**_env(data_cache), "EXPAT_TEST_EIO_FILE": str(weights),
+                                            "PYTHONPATH": os.pathsep.join([str(hook), str(ROOT)])})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "1/4 trials finished, 3 failed" in proc.stdout
     client, parents, children = runs(tmp_path / "mlflow.db", "faulty")
@@ -148,11 +175,12 @@ def test_raising_and_nan_trials_fail_with_a_reason_and_the_study_goes_on(tmp_pat
         raised = by[key]
         assert raised.info.status == "FAILED"
         reason = raised.data.tags["failure_reason"]
-        assert reason.startswith("RuntimeError: PytorchStreamReader failed") and "\n" not in reason, reason
+        assert reason.startswith("OSError: [Errno 5] Input/output error") and "\n" not in reason, reason
+        assert raised.data.tags.get("failure_permanent") != "true"  # generic: retried, not given up at once
         assert "failure_traceback.txt" in [a.path for a in client.list_artifacts(raised.info.run_id)]
     report = (tmp_path / "outputs" / "reports" / "faulty" / "report.md").read_text()
     failed = report[report.index("## Failed trials"):]
-    assert failed.count("| FAILED |") == 3 and "NonFiniteLossError" in failed and "PytorchStreamReader" in failed
+    assert failed.count("| FAILED |") == 3 and "NonFiniteLossError" in failed and "Input/output error" in failed
 
 
 # ------------------------------------------------------------------------------------------- worker killed

@@ -293,6 +293,6 @@ def test_protocol_names_the_sysu_setting_and_cmc_form_and_the_regdb_direction():
     sysu = {"data.dataset": "sysu_mm01", "eval.sysu_mode": "indoor", "eval.sysu_shot": "multi",
             "eval.sysu_cmc": "official", "eval.trials": "10", "eval.regdb_direction": "unread"}
     assert protocol(sysu) == "SYSU-MM01 indoor-search multi-shot, official CMC, 10 gallery draws"
-    regdb = {"data.dataset": "regdb", "eval.sysu_cmc": "unread", "eval.regdb_direction": "thermal2visible"}
-    assert protocol(regdb).startswith("RegDB, main direction thermal2visible")
+    regdb = {"data.dataset": "regdb", "eval.sysu_cmc": "unread", "eval.regdb_direction": "t2v"}
+    assert protocol(regdb).startswith("RegDB, main direction t2v")
     assert protocol({"data.dataset": "market1501", "eval.sysu_cmc": "unread", "eval.regdb_direction": "unread"}) is None

@@ -183,7 +183,7 @@ def test_regdb_layout_is_evaluated_in_both_directions_without_exclusion(tmp_path
     sysu = build_dataset(load_config("quick", {"data.synthetic_ids": 16}))
     _regdb_from_generated(tmp_path / "RegDB", Path(sysu.query[0].path).parents[2])
     trainer, m = _trained("quick", {"data.dataset": "regdb", "data.root": str(tmp_path / "RegDB"),
-                                    "eval.regdb_direction": "thermal2visible", "eval.feat_norm": True})
+                                    "eval.regdb_direction": "t2v", "eval.feat_norm": True})
     recs = list(trainer.splits.query) + list(trainer.splits.gallery)
     feats = np.concatenate([_features(trainer.model, trainer.query_loader, trainer.splits.query),
                             _features(trainer.model, trainer.gallery_loader, trainer.splits.gallery)])

@@ -1,4 +1,5 @@
-"""Parsers for the real on-disk layouts of Market-1501, DukeMTMC-reID, SYSU-MM01 and RegDB.
+"""Parsers for the real on-disk layouts of Market-1501, DukeMTMC-reID, SYSU-MM01 and RegDB, and the builder of each
+``data.dataset`` of the catalogue (``core.catalogue``): its layout's parser, after its generator for generated data.
 
 Parsers only list files and parse names/index files; they never decode images (see `images.validate_records`).
 Every parser raises `DatasetError` with the expected layout when the root is missing or malformed, because a
@@ -15,25 +16,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
+from core.catalogue import (CATALOGUE, DUKE_LAYOUT, MARKET_LAYOUT, REGDB_DIRECTIONS, REGDB_LAYOUT, SYSU_IR_CAMS,
+                            SYSU_LAYOUT, SYSU_RGB_CAMS, Dataset)
+
 from .records import DatasetError, DatasetSplits, ImageRecord, relabel_pids
+from .synthetic import GENERATORS, ensure_generated
 
 _MARKET_SUBDIRS = ("bounding_box_train", "query", "bounding_box_test")
 _REID_NAME = re.compile(r"([-\d]+)_c(\d)")
-
-# One line each: errors are printed as a single line by the CLIs (``python -m core.train``, ``ablation.run``).
-MARKET_LAYOUT = ("<root>/market1501/ (or Market-1501-v15.09.15/, or <root> itself) holding bounding_box_train/, "
-                 "query/ and bounding_box_test/ with files like 0002_c1s1_000451_03.jpg")
-
-DUKE_LAYOUT = ("<root>/dukemtmc-reid/DukeMTMC-reID/ (or <root>/DukeMTMC-reID/, or <root> itself) holding "
-               "bounding_box_train/, query/ and bounding_box_test/ with files like 0001_c2_f0046182.jpg")
-
-SYSU_LAYOUT = ("<root>/ (or <root>/SYSU-MM01/) holding cam1/ .. cam6/ (cam1,2,4,5 = RGB, cam3,6 = IR) with one "
-               "folder per id named {pid:04d} (e.g. cam1/0001/0001.jpg), and exp/train_id.txt, exp/val_id.txt, "
-               "exp/test_id.txt (one comma-separated line of ids each)")
-
-REGDB_LAYOUT = ("<root>/idx/{train,test}_{visible,thermal}_<trial>.txt (lines 'relative/path.bmp label', trial "
-                "1..10) and the Visible/... and Thermal/... images they list, relative to <root>")
-
 
 def _layout_error(dataset: str, root: Path, layout: str, problem: str) -> DatasetError:
     return DatasetError(f"{dataset}: {problem} (data.root = '{root}'). Expected layout: {layout}. "
@@ -81,7 +71,7 @@ def _parse_reid_dir(dataset: str, folder: Path, num_cams: int, drop_junk: bool) 
             continue
         if not 0 <= camid < num_cams:
             raise DatasetError(f"{dataset}: camera c{camid + 1} in '{path}' is outside c1..c{num_cams}; "
-                               f"is data.name right for this folder?")
+                               f"is data.dataset right for this folder?")
         records.append(ImageRecord(str(path), pid, camid, 0))
     if unparsed:
         warnings.warn(f"{dataset}: skipped {len(unparsed)} file(s) in '{folder}' whose names do not match "
@@ -114,8 +104,6 @@ def parse_dukemtmc(root: str | os.PathLike) -> DatasetSplits:
 
 # ---------------------------------------------------------------------------------------------- SYSU-MM01
 
-SYSU_RGB_CAMS = (1, 2, 4, 5)
-SYSU_IR_CAMS = (3, 6)
 _SYSU_REQUIRED = ("exp/train_id.txt", "exp/val_id.txt", "exp/test_id.txt",
                   *(f"cam{c}" for c in SYSU_RGB_CAMS + SYSU_IR_CAMS))
 
@@ -190,23 +178,23 @@ def _read_regdb_index(root: Path, name: str, modality: int) -> list[ImageRecord]
     return records
 
 
-def parse_regdb(root: str | os.PathLike, trial: int = 1, mode: str = "thermal_to_visible") -> DatasetSplits:
+def parse_regdb(root: str | os.PathLike, trial: int = 1, mode: str = "t2v") -> DatasetSplits:
     """RegDB trial 1..10. camid = modality (0 visible, 1 thermal).
 
-    mode "thermal_to_visible" (the authors' only direction: query = test thermal, gallery = test visible) or
-    "visible_to_thermal".
+    mode "t2v" (the authors' only direction: query = test thermal, gallery = test visible) or "v2t" (the
+    spelling of ``eval.regdb_direction``; the evaluation scores both directions whichever is the query).
     """
     root_path = Path(root).expanduser()
     if not root_path.is_dir():
         raise _layout_error("RegDB", root_path, REGDB_LAYOUT, f"root folder '{root_path}' does not exist")
     if not 1 <= int(trial) <= 10:
         raise DatasetError(f"RegDB: trial={trial} must be in 1..10.")
-    if mode not in ("thermal_to_visible", "visible_to_thermal"):
-        raise DatasetError(f"RegDB: mode='{mode}' is not one of ['thermal_to_visible', 'visible_to_thermal'].")
+    if mode not in REGDB_DIRECTIONS:
+        raise DatasetError(f"RegDB: mode='{mode}' is not one of {list(REGDB_DIRECTIONS)}.")
     split = {(s, m): _read_regdb_index(root_path, f"{s}_{name}_{trial}.txt", m)
              for s in ("train", "test") for m, name in ((0, "visible"), (1, "thermal"))}
     train, num = relabel_pids(split["train", 0] + split["train", 1])
-    q, g = (1, 0) if mode == "thermal_to_visible" else (0, 1)
+    q, g = (1, 0) if mode == "t2v" else (0, 1)
     return DatasetSplits("regdb", train, split["test", q], split["test", g], num, cross_modal=True,
                          info={"dir": str(root_path), "trial": int(trial), "mode": mode})
 
@@ -214,41 +202,43 @@ def parse_regdb(root: str | os.PathLike, trial: int = 1, mode: str = "thermal_to
 # ---------------------------------------------------------------------------------------------- registry
 
 
-def _synthetic(kind: str, parser: Callable[..., DatasetSplits]) -> Callable[..., DatasetSplits]:
-    """Registry entry that generates the synthetic dataset once under root, then parses it with the real parser.
+PARSERS: dict[str, Callable[..., DatasetSplits]] = {
+    "market1501": parse_market1501,
+    "dukemtmc": parse_dukemtmc,
+    "sysu_mm01": parse_sysu_mm01,
+    "regdb": parse_regdb,
+}
+
+
+def _generated(entry: Dataset, parser: Callable[..., DatasetSplits]) -> Callable[..., DatasetSplits]:
+    """Builder of a generated dataset: generate it once under root, then parse it with the real parser.
 
     Options named in the generator's signature go to the generator, the rest to the parser.
     """
-    def build(root, **options):
-        from .synthetic import GENERATORS, ensure_generated
+    kind = entry.generator
 
+    def build(root, **options):
         gen_names = set(inspect.signature(GENERATORS[kind]).parameters) - {"root"}
         gen_opts = {k: v for k, v in options.items() if k in gen_names}
         folder = ensure_generated(kind, root, **gen_opts)
         splits = parser(folder, **{k: v for k, v in options.items() if k not in gen_names})
-        return replace(splits, name=f"synthetic_{kind}")
+        return replace(splits, name=entry.name)
 
-    build.__doc__ = f"Synthetic {kind} dataset (core.data.synthetic), parsed by {parser.__name__}."
+    build.__doc__ = f"Generated {kind} dataset (core.data.synthetic), parsed by {parser.__name__}."
     build.parser = parser  # type: ignore[attr-defined]
     build.generator_kind = kind  # type: ignore[attr-defined]
     return build
 
 
+# data.dataset -> builder(root, **options), one per catalogue entry
 DATASETS: dict[str, Callable[..., DatasetSplits]] = {
-    "market1501": parse_market1501,
-    "dukemtmc": parse_dukemtmc,
-    "sysu_mm01": parse_sysu_mm01,
-    "regdb": parse_regdb,
-    "synthetic_sysu": _synthetic("sysu", parse_sysu_mm01),
-    "synthetic_market": _synthetic("market", parse_market1501),
-}
+    name: _generated(entry, PARSERS[entry.parser]) if entry.generator else PARSERS[entry.parser]
+    for name, entry in CATALOGUE.items()}
 
 
 def _accepted_options(builder: Callable) -> set[str]:
     names = set(inspect.signature(builder).parameters) - {"root", "options"}
     if hasattr(builder, "parser"):
-        from .synthetic import GENERATORS
-
         names |= set(inspect.signature(builder.parser).parameters) - {"root"}
         names |= set(inspect.signature(GENERATORS[builder.generator_kind]).parameters) - {"root"}
     return names
@@ -257,7 +247,7 @@ def _accepted_options(builder: Callable) -> set[str]:
 def build_splits(name: str, root: str | os.PathLike, **options) -> DatasetSplits:
     """Parse dataset `name` under `root`; `options` are the parser's keyword options (e.g. train_ids, trial)."""
     if name not in DATASETS:
-        raise DatasetError(f"unknown dataset '{name}' (data.name); valid names: {', '.join(DATASETS)}.")
+        raise DatasetError(f"unknown dataset '{name}' (data.dataset); valid names: {', '.join(DATASETS)}.")
     builder = DATASETS[name]
     unknown = set(options) - _accepted_options(builder)
     if unknown:

@@ -22,6 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from core.catalogue import SYSU_IR_CAMS
 from core.locks import exclusive_lock
 
 from .records import DatasetError
@@ -122,8 +123,6 @@ def generate_sysu(root, num_ids: int = 40, num_val_ids: int = 4, num_test_ids: i
 
     Ids 1..num_ids: the first ones are train, then val, then test (each file sorted, one comma-separated line).
     """
-    from .datasets import SYSU_IR_CAMS
-
     root = Path(root)
     num_train = num_ids - num_val_ids - num_test_ids
     if num_train < 2 or num_test_ids < 1 or num_val_ids < 0:

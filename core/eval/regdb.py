@@ -11,8 +11,7 @@ import numpy as np
 
 from core.eval.distance import pairwise_distance
 from core.eval.rank import as_numpy, evaluate_with_exclusion, metrics_dict
-
-DIRECTIONS = ("visible2thermal", "thermal2visible")
+from core.names import REGDB_DIRECTIONS as DIRECTIONS  # ("v2t", "t2v"), as eval.regdb_direction and metric names
 
 
 def _result(dist: np.ndarray, q_pids, g_pids, max_rank: int) -> dict:
@@ -20,22 +19,22 @@ def _result(dist: np.ndarray, q_pids, g_pids, max_rank: int) -> dict:
     return {**metrics_dict(cmc, mAP, mINP), "cmc": cmc}
 
 
-def evaluate_regdb(feats_visible, feats_thermal, pids_visible, pids_thermal, direction: str = "visible2thermal",
+def evaluate_regdb(feats_visible, feats_thermal, pids_visible, pids_thermal, direction: str = "v2t",
                    metric: str = "sqeuclidean", max_rank: int = 50) -> dict:
     """Fractions ``rank1, rank5, rank10, rank20, mAP, mINP`` (and ``cmc``) for one direction:
-    ``visible2thermal`` = visible query, thermal gallery; ``thermal2visible`` the reverse."""
+    ``v2t`` = visible query, thermal gallery; ``t2v`` the reverse."""
     if direction not in DIRECTIONS:
         raise ValueError(f"unknown RegDB direction {direction!r}; expected one of {DIRECTIONS}")
     pv, pt = as_numpy(pids_visible).ravel(), as_numpy(pids_thermal).ravel()
-    if direction == "visible2thermal":
+    if direction == "v2t":
         return _result(pairwise_distance(feats_visible, feats_thermal, metric=metric), pv, pt, max_rank)
     return _result(pairwise_distance(feats_thermal, feats_visible, metric=metric), pt, pv, max_rank)
 
 
 def evaluate_regdb_both(feats_visible, feats_thermal, pids_visible, pids_thermal, metric: str = "sqeuclidean",
                         max_rank: int = 50) -> dict:
-    """``{"visible2thermal": ..., "thermal2visible": ...}`` from a single distance matrix."""
+    """``{"v2t": ..., "t2v": ...}`` from a single distance matrix."""
     pv, pt = as_numpy(pids_visible).ravel(), as_numpy(pids_thermal).ravel()
     dist = pairwise_distance(feats_visible, feats_thermal, metric=metric)
-    return {"visible2thermal": _result(dist, pv, pt, max_rank),
-            "thermal2visible": _result(np.ascontiguousarray(dist.T), pt, pv, max_rank)}
+    return {"v2t": _result(dist, pv, pt, max_rank),
+            "t2v": _result(np.ascontiguousarray(dist.T), pt, pv, max_rank)}

@@ -120,30 +120,74 @@ def _init_like_torchvision(net: nn.Module) -> None:
             nn.init.constant_(m.bias, 0)
 
 
-def load_pretrained(backbone: ResNetBackbone, path: Union[str, Path]) -> None:
-    """Load a local ImageNet state dict (``fc.*`` ignored, a ``module.`` prefix stripped).
+def _expected_shapes(arch: str) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of ``arch``'s backbone state dict (built on the meta device: no memory, no initialisation)."""
+    if arch not in _SHAPES:
+        with torch.device("meta"):
+            _SHAPES[arch] = {k: tuple(v.shape) for k, v in ResNetBackbone(arch).state_dict().items()}
+    return _SHAPES[arch]
 
-    Raises ``FileNotFoundError`` if ``path`` is missing and ``ValueError`` (naming the path) if the keys or
-    shapes do not match the backbone. ``num_batches_tracked`` buffers may be absent (old torchvision files).
+
+_SHAPES: dict[str, dict[str, tuple[int, ...]]] = {}
+
+
+class PretrainedError(ValueError):
+    """A pretrained weights file that cannot be loaded; ``problem`` is the phrase after the file's name."""
+
+    def __init__(self, path: Union[str, Path], problem: str):
+        super().__init__(f"pretrained weights file {path} {problem}")
+        self.problem = problem
+
+
+def read_pretrained(path: Union[str, Path], arch: str) -> dict[str, torch.Tensor]:
+    """The backbone part of the local ImageNet state dict ``path`` (``fc.*`` dropped, a ``module.`` prefix stripped,
+    a ``{"state_dict": ...}`` wrapper opened), checked against ``arch``'s keys and shapes.
+
+    Raises ``FileNotFoundError`` if ``path`` is missing and :class:`PretrainedError` (a ``ValueError`` naming the
+    file and the problem) for a file torch cannot read (random bytes, a truncated download, text), one that holds no
+    state dict, or another network's keys or shapes. ``num_batches_tracked`` buffers may be absent (old torchvision
+    files).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"pretrained weights not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise
+    except Exception as exc:  # truncated archive, random bytes, a text file, a pickle of arbitrary objects
+        first = " ".join(str(exc).split()).split(". ")[0][:120]
+        raise PretrainedError(path, f"is not a PyTorch checkpoint torch.load can read ({type(exc).__name__}: "
+                                    f"{first})") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
-        raise ValueError(f"pretrained weights {path} are not a state dict (got {type(state).__name__})")
+        raise PretrainedError(path, f"holds a {type(state).__name__}, not a state dict")
+    other = [k for k, v in state.items() if not (isinstance(k, str) and isinstance(v, torch.Tensor))]
+    if other:
+        raise PretrainedError(path, f"is not a state dict: {len(other)} of its entries are not named tensors "
+                                    f"(e.g. {[str(k) for k in other[:3]]})")
     state = {k.removeprefix("module."): v for k, v in state.items()}
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    expected = set(backbone.state_dict())
-    missing = sorted(k for k in expected - set(state) if not k.endswith("num_batches_tracked"))
-    unexpected = sorted(set(state) - expected)
+    expected = _expected_shapes(arch)
+    missing = sorted(k for k in expected.keys() - state.keys() if not k.endswith("num_batches_tracked"))
+    unexpected = sorted(state.keys() - expected.keys())
     if missing or unexpected:
-        raise ValueError(
-            f"pretrained weights {path} do not match {backbone.arch}: "
-            f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})"
-        )
+        parts = ([f"{len(missing)} {arch} key(s) missing (e.g. {missing[:3]})"] if missing else []) + \
+            ([f"{len(unexpected)} unexpected key(s) (e.g. {unexpected[:3]})"] if unexpected else [])
+        raise PretrainedError(path, f"does not match {arch}: {', '.join(parts)}")
+    wrong = [f"{k} {tuple(v.shape)} instead of {expected[k]}" for k, v in state.items()
+             if tuple(v.shape) != expected[k]]
+    if wrong:
+        raise PretrainedError(path, f"does not match {arch}: {len(wrong)} shape(s) differ "
+                                    f"(e.g. {', '.join(wrong[:2])})")
+    return state
+
+
+def load_pretrained(backbone: ResNetBackbone, path: Union[str, Path]) -> None:
+    """Load a local ImageNet state dict into ``backbone`` (checked by :func:`read_pretrained`, whose errors it
+    raises)."""
+    state = read_pretrained(path, backbone.arch)
     try:
         backbone.load_state_dict(state, strict=False)
     except RuntimeError as err:  # shape mismatch
