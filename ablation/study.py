@@ -21,8 +21,8 @@ from typing import Any, Optional, Sequence
 
 from core.catalogue import dataset as dataset_entry
 from core.names import EVAL_METRICS, LOSS_METRICS
-from core.config import (Config, ConfigError, coerce_value, copy_config, get_value, load_config, read_yaml_mapping,
-                         set_value)
+from core.config import (NOT_A_PATH, PATH_KEYS, Config, ConfigError, coerce_value, copy_config, get_value,
+                         load_config, read_yaml_mapping, set_value)
 
 STUDY_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 SEED_KEY = "solver.seed"
@@ -165,9 +165,12 @@ def load_study(name_or_path: str, extra_overrides: dict[str, Any] | None = None)
 def _canonical(where: str, key: str, value: Any) -> Any:
     """``value`` in the schema's form for ``key`` (the one rule for YAML booleans included), or a StudyError."""
     try:
-        return coerce_value(key, value)
+        value = coerce_value(key, value)
     except ConfigError as exc:
         raise StudyError(f"study {where}: {exc}") from None
+    if key in PATH_KEYS and value not in NOT_A_PATH:
+        value = str(Path(value).expanduser().resolve())  # trials run elsewhere (their own Tune folder)
+    return value
 
 
 def _canonical_mapping(where: str, what: str, mapping: Any) -> dict[str, Any]:

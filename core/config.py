@@ -49,6 +49,10 @@ class DataConfig:
 # model.pretrained values that are not paths.
 PRETRAINED_NONE = "none"  # random initialisation, said explicitly
 PRETRAINED_REQUIRED = "required"  # paper presets: a weights path (or "none") must be given
+# Keys that hold a file system path. A study makes them absolute against the folder it was started from, because
+# Ray Tune runs each trial in a folder of its own.
+PATH_KEYS = ("data.root", "model.pretrained")
+NOT_A_PATH = ("", PRETRAINED_NONE, PRETRAINED_REQUIRED)
 
 
 @dataclass

@@ -281,3 +281,15 @@ def test_an_override_only_the_refit_reads_is_accepted():
     with pytest.raises(StudyError, match="--set data.sysu_train_ids is not read with data.dataset=synthetic_market"):
         load_study("loss_comparison", {"data.dataset": "synthetic_market", "data.sampler": "pk",
                                        "data.sysu_train_ids": "train"})
+
+
+def test_relative_paths_are_made_absolute_against_the_starting_folder(tmp_path, monkeypatch):
+    """Tune runs each trial in its own folder, so a relative data.root or weights path would name another file
+    there: the study holds them absolute (and logs them so), whether given in the file or with --set."""
+    monkeypatch.chdir(tmp_path)
+    spec = load_study(_write(tmp_path, {**BASE, "overrides": {**BASE.get("overrides", {}), "data.root": "data/sysu"}}),
+                      {"model.pretrained": "~/weights/r18.pth"})
+    assert spec.overrides["data.root"] == str(tmp_path / "data" / "sysu")
+    assert spec.overrides["model.pretrained"] == str(Path.home() / "weights" / "r18.pth")
+    none = load_study(_write(tmp_path, BASE), {"model.pretrained": "none"})
+    assert none.overrides["model.pretrained"] == "none"
