@@ -17,13 +17,11 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from core.catalogue import CATALOGUE
 from reports.exports import tex_escape
 from reports.tables import pipe_table
 from reports.targets import compare_targets, row_names
 
-#: Display names of the datasets of ``core.config`` (``data.dataset``); others are shown as they are.
-DATASET_NAMES = {"market1501": "Market-1501", "dukemtmc": "DukeMTMC-reID", "sysu_mm01": "SYSU-MM01",
-                 "regdb": "RegDB", "synthetic_sysu": "generated RGB-IR", "synthetic_market": "generated RGB"}
 
 
 @dataclass(frozen=True)
@@ -39,7 +37,7 @@ class StudyColumn:
 def dataset_name(values: Sequence) -> str:
     """The display name of the dataset(s) a study's trials used (``""`` when none was logged)."""
     names = list(dict.fromkeys(str(v) for v in values if isinstance(v, str) and v))
-    return " + ".join(DATASET_NAMES.get(v, v) for v in names)
+    return " + ".join(CATALOGUE[v].title if v in CATALOGUE else v for v in names)
 
 
 def column_titles(columns: Sequence[StudyColumn]) -> list[str]:

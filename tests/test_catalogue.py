@@ -71,9 +71,11 @@ def test_regdb_direction_has_one_spelling():
     assert load_config("regdb_paper").eval.regdb_direction in REGDB_DIRECTIONS
 
 
-def test_paper_tables_name_every_catalogued_dataset():
-    from reports.paper import DATASET_NAMES as PAPER_NAMES
-    assert set(PAPER_NAMES) == set(CATALOGUE)
+def test_paper_tables_name_datasets_as_papers_do():
+    from reports.paper import dataset_name
+    assert dataset_name(["sysu_mm01"]) == "SYSU-MM01" and dataset_name(["dukemtmc"]) == "DukeMTMC-reID"
+    assert dataset_name(["market1501", "regdb", "market1501"]) == "Market-1501 + RegDB"
+    assert dataset_name(["my_own"]) == "my_own"
 
 
 def _core_imports() -> dict[str, set[str]]:
