@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -31,17 +33,51 @@ def with_overrides(body: dict, **overrides) -> dict:
     return {**body, "overrides": {**body["overrides"], **{k.replace("__", "."): v for k, v in overrides.items()}}}
 
 
+def _study_cmd(workdir: Path, name: str, body: dict, extra: tuple[str, ...]) -> list[str]:
+    path = workdir / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({**body, "name": name}))
+    return [sys.executable, "-m", "ablation.run", "--study", str(path), "--num-cpus", "2",
+            "--tracking-uri", str(workdir / "mlflow.db"), "--storage-path", str(workdir / "ray_results"), *extra]
+
+
+def _env(workdir: Path, data_cache: Path | None) -> dict:
+    return {**os.environ, "EXPAT_DATA_CACHE": str(data_cache or workdir / "cache"), "PYTHONPATH": str(ROOT)}
+
+
 def run_study(workdir: Path, name: str, body: dict, *extra: str, data_cache: Path | None = None,
               timeout: int = 600) -> subprocess.CompletedProcess:
     """``python -m ablation.run`` on ``body`` (written to ``workdir/<name>.yaml``) with 2 CPUs, the MLflow store
     ``workdir/mlflow.db`` and Ray's results under ``workdir/ray_results``; the report lands in ``workdir/outputs``."""
-    path = workdir / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({**body, "name": name}))
-    env = {**os.environ, "EXPAT_DATA_CACHE": str(data_cache or workdir / "cache"), "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "ablation.run", "--study", str(path), "--num-cpus", "2",
-                           "--tracking-uri", str(workdir / "mlflow.db"),
-                           "--storage-path", str(workdir / "ray_results"), *extra],
-                          cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(_study_cmd(workdir, name, body, extra), cwd=workdir, env=_env(workdir, data_cache),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def start_study(workdir: Path, name: str, body: dict, *extra: str, data_cache: Path | None = None) -> subprocess.Popen:
+    """``run_study`` in the background, in its own session (``kill_session`` ends what is left of it), output to
+    ``workdir/<name>.log``."""
+    log = open(workdir / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(_study_cmd(workdir, name, body, extra), cwd=workdir, env=_env(workdir, data_cache),
+                            stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def kill_session(proc: subprocess.Popen) -> None:
+    """Stop whatever is left of a study started by ``start_study`` (Ray processes of a stopped driver)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def wait_until(condition, proc: subprocess.Popen, timeout: float = 400, what: str = "the condition"):
+    """Poll ``condition()`` until it returns something true (returned), while the study ``proc`` runs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        assert proc.poll() is None, f"study ended early with {proc.returncode} before {what}"
+        time.sleep(0.2)
+    raise AssertionError(f"no {what} within {timeout} s")
 
 
 def output(proc: subprocess.CompletedProcess) -> str:
