@@ -82,7 +82,7 @@ def test_resume_skips_the_permanently_failed_trial_and_finishes_the_interrupted_
     # anew), and the trial ended at once: one result saying so, no epoch trained
     assert [line.get("already_ended") for line in before[broken_id]] == [None]
     (again,) = after[broken_id]
-    assert again["already_ended"] == 1 and again["failed"] == 1 and "epoch" not in again
+    assert again.get("already_ended") == 1 and again.get("failed") == 1 and "epoch" not in again, again
     broken_now = {r.data.tags["trial_id"]: r for r in children}[broken_id]
     assert broken_now.info.status == "FAILED" and broken_now.data.tags["failure_permanent"] == "true"
     assert (broken_now.info.start_time, broken_now.info.end_time) == (broken.info.start_time, broken.info.end_time)
