@@ -83,21 +83,35 @@ class TrialStatusCallback(tune.Callback):
             except OSError:
                 pass  # a backup is a convenience; never stop the study for it
 
-    def _close(self, trial, status: str, tags: dict[str, str]) -> None:
+    def _close(self, trial, status: str, tags) -> None:
+        """Close the trial's run if it is still RUNNING, with ``tags`` (a dict, or a function of the run)."""
         client = MlflowClient(self.tracking_uri)
         run = find_child(client, self.experiment_id, self.parent_run_id, trial.trial_id)
         if run is None or run.info.status != "RUNNING":
             return
+        if callable(tags):
+            tags = tags(run)
         for k, v in tags.items():
             retry(lambda k=k, v=v: client.set_tag(run.info.run_id, k, v))
         retry(lambda: client.set_terminated(run.info.run_id, status))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._close(trial, "FINISHED", {"stopped_early": "true"})
+        # ASHA also stops a trial at max_t, on its last epoch's result, which can reach the driver before the worker
+        # has closed the run: such a trial trained every epoch and was not stopped early.
+        self._close(trial, "FINISHED",
+                    lambda run: {} if _trained_every_epoch(trial, run) else {"stopped_early": "true"})
 
     def on_trial_error(self, iteration, trials, trial, **info):
         reason = str(getattr(trial, "error_msg", None) or "trial errored in Ray (see the Ray trial folder)")
         self._close(trial, "FAILED", {"failure_reason": reason[:5000]})
+
+
+def _trained_every_epoch(trial, run) -> bool:
+    """Whether the trial's last result is its last epoch (the run's ``solver.epochs`` param)."""
+    try:
+        return int((trial.last_result or {})["epoch"]) >= int(run.data.params["solver.epochs"])
+    except (KeyError, TypeError, ValueError):
+        return False
 
 
 def check_storage_path(path: str) -> None:

@@ -1,47 +1,12 @@
 """A tiny study end to end on real Ray and real MLflow: runs, nesting, report, resume, failed trials."""
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-import yaml
-from mlflow.tracking import MlflowClient
+
+# TINY stays importable from here: other study tests build on the end-to-end tests' tiny study
+from studies import TINY, run_study, study_runs  # noqa: F401
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parent.parent
-
-TINY = {
-    "base": "quick",
-    "overrides": {"solver.epochs": 1, "solver.max_steps_per_epoch": 3, "eval.every": 1, "eval.trials": 2,
-                  "data.synthetic_ids": 16},
-    "axes": {"loss.type": ["triplet", "expat"]},
-    "seeds": [0],
-    "baseline": {"loss.type": "triplet"},
-    "metric": "rank1",
-    "resources": {"cpu": 1},
-}
-
-
-def run_study(tmp_path: Path, name: str, body: dict, *extra: str, timeout: int = 400):
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(body))
-    env = dict(os.environ, EXPAT_DATA_CACHE=str(tmp_path / "cache"))
-    return subprocess.run([sys.executable, "-m", "ablation.run", "--study", str(path), "--num-cpus", "2",
-                           "--tracking-uri", str(tmp_path / "mlflow.db"),
-                           "--storage-path", str(tmp_path / "ray_results"), *extra],
-                          cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def study_runs(tmp_path: Path, name: str):
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    exp = client.get_experiment_by_name(name)
-    runs = client.search_runs([exp.experiment_id])
-    parents = [r for r in runs if r.data.tags.get("kind") == "study"]
-    children = [r for r in runs if r.data.tags.get("kind") == "trial"]
-    return client, parents, children
 
 
 def test_tiny_study_end_to_end(tmp_path):

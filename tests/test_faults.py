@@ -267,6 +267,13 @@ def test_interrupted_driver_resumes_only_the_unfinished_trials(tmp_path, data_ca
         if run.info.run_id in finished:
             history = [(m.step, m.timestamp, m.value) for m in client.get_metric_history(run.info.run_id, "rank1")]
             assert (run.info.start_time, run.info.end_time, history) == finished[run.info.run_id]
+    # Ray's own results: across the interruption every trial reported each epoch once. (After a SIGKILL, a trial that
+    # had ended before Tune saved that is started again and reports its final metrics once more, with no epoch.)
+    trial_dirs = list((tmp_path / "ray_results").glob("resumable-*/run_trial_*"))
+    assert len(trial_dirs) == len(uninterrupted["names"])
+    for trial_dir in trial_dirs:
+        epochs = [r["epoch"] for r in result_lines(trial_dir) if "epoch" in r]
+        assert epochs == list(range(1, EPOCHS + 1)), (trial_dir.name, epochs)
     # Training is deterministic given (seed, epoch) and resumes exactly from checkpoints: same numbers, same report.
     assert [model_metrics(r) for r in children] == uninterrupted["metrics"]
     report = (tmp_path / "outputs" / "reports" / "resumable" / "report.md").read_text()

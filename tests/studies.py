@@ -1,0 +1,126 @@
+"""Shared scaffolding of the study tests: the tiny study, one launcher of ``python -m ablation.run`` in a
+subprocess, and readers of what a study leaves behind (its MLflow runs, Ray's per-trial results)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+from mlflow.tracking import MlflowClient
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# generated SYSU-MM01-layout data, 16 identities, 3 steps per epoch: a trial trains in seconds on one CPU
+TINY = {
+    "base": "quick",
+    "overrides": {"solver.epochs": 1, "solver.max_steps_per_epoch": 3, "eval.every": 1, "eval.trials": 2,
+                  "data.synthetic_ids": 16},
+    "axes": {"loss.type": ["triplet", "expat"]},
+    "seeds": [0],
+    "baseline": {"loss.type": "triplet"},
+    "metric": "rank1",
+    "resources": {"cpu": 1},
+}
+
+
+def with_overrides(body: dict, **overrides) -> dict:
+    """``body`` with dotted ``overrides`` added (``solver__epochs=4`` stands for ``solver.epochs``)."""
+    return {**body, "overrides": {**body["overrides"], **{k.replace("__", "."): v for k, v in overrides.items()}}}
+
+
+def _study_cmd(workdir: Path, name: str, body: dict, extra: tuple[str, ...]) -> list[str]:
+    path = workdir / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({**body, "name": name}))
+    return [sys.executable, "-m", "ablation.run", "--study", str(path), "--num-cpus", "2",
+            "--tracking-uri", str(workdir / "mlflow.db"), "--storage-path", str(workdir / "ray_results"), *extra]
+
+
+def _env(workdir: Path, data_cache: Path | None) -> dict:
+    return {**os.environ, "EXPAT_DATA_CACHE": str(data_cache or workdir / "cache"), "PYTHONPATH": str(ROOT)}
+
+
+def run_study(workdir: Path, name: str, body: dict, *extra: str, data_cache: Path | None = None,
+              timeout: int = 600) -> subprocess.CompletedProcess:
+    """``python -m ablation.run`` on ``body`` (written to ``workdir/<name>.yaml``) with 2 CPUs, the MLflow store
+    ``workdir/mlflow.db`` and Ray's results under ``workdir/ray_results``; the report lands in ``workdir/outputs``."""
+    return subprocess.run(_study_cmd(workdir, name, body, extra), cwd=workdir, env=_env(workdir, data_cache),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def start_study(workdir: Path, name: str, body: dict, *extra: str, data_cache: Path | None = None) -> subprocess.Popen:
+    """``run_study`` in the background, in its own session (``kill_session`` ends what is left of it), output to
+    ``workdir/<name>.log``."""
+    log = open(workdir / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(_study_cmd(workdir, name, body, extra), cwd=workdir, env=_env(workdir, data_cache),
+                            stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def kill_session(proc: subprocess.Popen) -> None:
+    """Stop whatever is left of a study started by ``start_study`` (Ray processes of a stopped driver)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def wait_until(condition, proc: subprocess.Popen, timeout: float = 400, what: str = "the condition"):
+    """Poll ``condition()`` until it returns something true (returned), while the study ``proc`` runs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        assert proc.poll() is None, f"study ended early with {proc.returncode} before {what}"
+        time.sleep(0.2)
+    raise AssertionError(f"no {what} within {timeout} s")
+
+
+def output(proc: subprocess.CompletedProcess) -> str:
+    """The end of a study's stdout and stderr, for assertion messages."""
+    return proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def client_of(workdir: Path) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+
+
+def study_runs(workdir: Path, name: str) -> tuple[MlflowClient, list, list]:
+    """``(client, parent runs, child runs sorted by run name)`` of study ``name`` in ``workdir/mlflow.db``."""
+    client = client_of(workdir)
+    exp = client.get_experiment_by_name(name)
+    found = client.search_runs([exp.experiment_id], max_results=1000)
+    return (client, [r for r in found if r.data.tags.get("kind") == "study"],
+            sorted((r for r in found if r.data.tags.get("kind") == "trial"), key=lambda r: r.info.run_name))
+
+
+def history(client: MlflowClient, run_id: str, key: str) -> list:
+    """The metric's history ordered by step (MLflow returns it in no promised order)."""
+    return sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
+
+
+def result_lines(trial_dir: Path) -> list[dict]:
+    """Tune's ``result.json`` of one trial folder: one dict per reported result (a line being written is left out)."""
+    path = trial_dir / "result.json"
+    lines = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                lines.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+    return lines
+
+
+def ray_trials(ray_path: str | Path) -> dict[str, list[dict]]:
+    """Tune trial id -> the trial's results (``result.json`` lines) in one Ray experiment folder."""
+    trials = {}
+    for trial_dir in sorted(Path(ray_path).glob("run_trial_*")):
+        lines = result_lines(trial_dir)
+        if lines:
+            trials[lines[0]["trial_id"]] = lines
+    return trials

@@ -1,0 +1,178 @@
+"""The MLflow layout of a study (docs/ARCHITECTURE.md, "MLflow layout"), checked on a store a real study wrote.
+
+One tiny study (2 losses x 2 seeds x 2 epochs) runs once for the module; every test reads its store, Ray's results
+or the report that ``python -m reports.build`` makes of it. Expected values are computed here, independently of the
+code under test: the schema's keys by walking the config dataclasses, the rounding by hand from Ray's unrounded
+results, the table's mean and sample std from the runs' metric histories.
+"""
+import csv
+import dataclasses
+import math
+import os
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import typing
+
+import pytest
+
+from core import config as config_module
+from core.names import KIND_STUDY, KIND_TAG, KIND_TRIAL, PARENT_ID_TAG, STUDY_TAG
+from studies import ROOT, TINY, history, output, ray_trials, run_study, study_runs, with_overrides
+
+pytestmark = pytest.mark.slow
+NAME = "contract"
+EPOCHS = 2
+BODY = {**with_overrides(TINY, solver__epochs=EPOCHS), "seeds": [0, 1]}
+# time_epoch and images_per_sec are measured, not trained: still rounded, but not part of the model's result
+EVAL_KEYS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("contract")
+    proc = run_study(workdir, NAME, BODY)
+    assert proc.returncode == 0, output(proc)
+    client, parents, children = study_runs(workdir, NAME)
+    assert len(parents) == 1 and len(children) == 4, [r.info.run_name for r in children]
+    assert all(r.info.status == "FINISHED" for r in children)
+    return {"workdir": workdir, "client": client, "parent": parents[0], "children": children,
+            "histories": {r.info.run_id: {k: history(client, r.info.run_id, k) for k in r.data.metrics}
+                          for r in children}}
+
+
+def schema_dotted_keys() -> set[str]:
+    """Every leaf of the config schema as ``section.field``, found by walking the ``Config`` dataclass."""
+    keys = set()
+
+    def walk(cls, prefix):
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            tp = hints[f.name]
+            if dataclasses.is_dataclass(tp):
+                walk(tp, f"{prefix}{f.name}.")
+            else:
+                keys.add(f"{prefix}{f.name}")
+
+    walk(config_module.Config, "")
+    return keys
+
+
+def test_every_logged_metric_value_has_six_significant_digits(study):
+    client = study["client"]
+    checked = 0
+    for run in study["children"]:
+        for key, points in study["histories"][run.info.run_id].items():
+            assert [p.step for p in points] == list(range(1, EPOCHS + 1)), (run.info.run_name, key)
+            for p in points:
+                assert float(f"{p.value:.6g}") == p.value, (run.info.run_name, key, p.step, p.value)
+                checked += 1
+    assert checked >= 4 * EPOCHS * 10
+
+
+def test_logged_metrics_are_rays_results_rounded_to_six_significant_digits(study):
+    """Ray keeps the trial's values unrounded (result.json); MLflow holds each rounded by hand to 6 digits."""
+    trials = ray_trials(study["parent"].data.tags["study.ray_path"])
+    assert len(trials) == 4
+    compared = 0
+    for run in study["children"]:
+        lines = trials[run.data.tags["trial_id"]]
+        assert [line["epoch"] for line in lines] == list(range(1, EPOCHS + 1))
+        for key, points in study["histories"][run.info.run_id].items():
+            for p in points:
+                raw = lines[p.step - 1][key]
+                assert p.value == float(f"{raw:.6g}"), (run.info.run_name, key, p.step, raw, p.value)
+                compared += 1
+        # more digits than six exist in what Ray saw, so the rounding is a real one, not a no-op
+        assert any(float(f"{line['loss']:.6g}") != line["loss"] for line in lines)
+    assert compared >= 4 * EPOCHS * 10
+
+
+def test_rank1_is_the_first_metric_of_every_epoch(study):
+    """MLflow stores a batch's metrics in the order given: rank1 is the first row written at every step."""
+    db = sqlite3.connect(study["workdir"] / "mlflow.db")
+    try:
+        for run in study["children"]:
+            for step in range(1, EPOCHS + 1):
+                keys = [k for (k,) in db.execute("SELECT key FROM metrics WHERE run_uuid = ? AND step = ? "
+                                                 "ORDER BY rowid", (run.info.run_id, step))]
+                assert keys and keys[0] == "rank1", (run.info.run_name, step, keys)
+                assert len(keys) == len(set(keys))  # one value per metric and epoch
+    finally:
+        db.close()
+
+
+def test_child_params_are_exactly_the_schema_keys_with_resolved_values(study):
+    expected = schema_dotted_keys()
+    assert len(expected) > 50 and "loss.type" in expected and "model.neck" in expected
+    for run in study["children"]:
+        params = run.data.params
+        assert set(params) == expected, (sorted(set(params) ^ expected))
+        assert not [k for k, v in params.items() if v == "auto"], run.info.run_name
+        assert params["model.neck"] in ("no", "csbn") and params["run.device"] == "cpu"
+
+
+def test_run_tags_name_the_trial_the_commit_the_host_and_the_parent(study):
+    parent = study["parent"]
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    assert parent.data.tags[KIND_TAG] == KIND_STUDY and parent.data.tags[STUDY_TAG] == NAME
+    assert parent.data.tags["study.metric"] == "rank1" and parent.data.tags["study.mode"] == "max"
+    assert parent.data.tags["study.group_keys"] == "loss.type"
+    assert parent.data.tags["study.baseline"] == "loss.type=triplet"
+    assert parent.data.tags["study.algorithm"] == "grid" and parent.data.tags["git_commit"] == commit
+    assert PARENT_ID_TAG not in parent.data.tags
+    trial_ids = set()
+    for run in study["children"]:
+        tags = run.data.tags
+        assert tags[PARENT_ID_TAG] == parent.info.run_id
+        assert tags[KIND_TAG] == KIND_TRIAL and tags[STUDY_TAG] == NAME
+        assert tags["git_commit"] == commit
+        assert tags["hostname"] == socket.gethostname() and tags["node_id"]
+        assert tags["trial_id"]
+        trial_ids.add(tags["trial_id"])
+        assert tags["group"] == f"loss.type={run.data.params['loss.type']}"
+        assert tags["seed"] == run.data.params["solver.seed"]
+        assert "stopped_early" not in tags and "failure_reason" not in tags and "phase" not in tags
+    assert trial_ids == set(ray_trials(parent.data.tags["study.ray_path"]))  # one run per Tune trial
+
+
+def test_report_table_is_the_mean_and_sample_std_of_the_final_metrics(study, tmp_path):
+    workdir = study["workdir"]
+    out = tmp_path / "report"
+    proc = subprocess.run([sys.executable, "-m", "reports.build", "--study", NAME, "--tracking-uri",
+                           str(workdir / "mlflow.db"), "--out", str(out), "--no-log"],
+                          cwd=workdir, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, output(proc)
+    # final metric of a run: the value logged at its last step, from the metric history
+    final: dict[str, dict[str, list[float]]] = {}
+    for run in study["children"]:
+        points = study["histories"][run.info.run_id]
+        for key in ("rank1", "mAP", "mINP"):
+            final.setdefault(run.data.tags["group"], {}).setdefault(key, []).append(points[key][-1].value)
+    with open(out / "table.csv", newline="") as f:
+        table = {row["group"]: row for row in csv.DictReader(f)}
+    report = (out / "report.md").read_text()
+    assert list(table) == ["loss.type=triplet", "loss.type=expat"]  # baseline first
+    for group, metrics in final.items():
+        row = table[group]
+        assert int(row["n"]) == 2 and int(row["n_failed"]) == 0
+        for key, values in metrics.items():
+            mean, std = statistics.mean(values), statistics.stdev(values)  # sample std: ddof = 1
+            assert math.isclose(float(row[f"{key}_mean"]), mean, rel_tol=1e-9, abs_tol=1e-9), (group, key)
+            assert math.isclose(float(row[f"{key}_std"]), std, rel_tol=1e-9, abs_tol=1e-9), (group, key)
+            cells = [c.strip().strip("*") for c in report_row(report, group).split("|")]
+            assert f"{mean:.2f} ± {std:.2f}" in cells, (group, key, cells)
+            if group != "loss.type=triplet":  # Δ: the group's mean minus the baseline's
+                delta = mean - statistics.mean(final["loss.type=triplet"][key])
+                assert f"{delta:+.2f}" in cells, (group, key, delta, cells)
+
+
+def report_row(report: str, group: str) -> str:
+    """The results-table line of ``group`` in report.md."""
+    table = report[report.index("## Results"):report.index("## Comparison")]
+    (line,) = [line for line in table.splitlines()
+               if line.startswith("| ") and line.split("|")[1].strip().split(" (baseline)")[0] == group]
+    return line
