@@ -217,12 +217,9 @@ def test_keys_never_read_and_rows_that_train_alike_are_refused(tmp_path, text, n
         assert needle in str(info.value)
 
 
-def test_dry_run_refuses_unread_axes_and_set_overrides_in_one_line_quickly(tmp_path):
-    import time
-    start = time.monotonic()
+def test_dry_run_refuses_unread_axes_and_set_overrides_in_one_line_before_ray(tmp_path):
     bad = _dry_run(_write_text(tmp_path, OLD_CSBN))
-    elapsed = time.monotonic() - start
-    assert bad.returncode == 2 and elapsed < 15
+    assert bad.returncode == 2
     assert bad.stderr.count("\n") == 1 and "model.modality_specific_bn is not read" in bad.stderr
     assert "Ray" not in bad.stdout and bad.stdout == ""
     unread_set = _dry_run("csbn_ablation", "--set", "loss.margin=0.5")
