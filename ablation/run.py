@@ -12,9 +12,8 @@ import sys
 from pathlib import Path
 
 from ablation.study import StudyError, StudySpec, load_study
+from core.cli import ArgumentParser, one_line, short_warnings
 from core.config import ConfigError, parse_overrides
-from core.train import one_line, short_warnings
-
 
 
 def _positive_int(text: str) -> int:
@@ -28,8 +27,8 @@ def _positive_int(text: str) -> int:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m ablation.run", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m ablation.run", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--study", required=True, help="name of search_spaces/NAME.yaml, or a path to a study YAML")
     p.add_argument("--resume", action="store_true", help="continue the latest run of this study")
     p.add_argument("--address", default=None, help="Ray cluster address (default: start Ray locally)")

@@ -40,6 +40,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.cli import ArgumentParser
 from core.names import PARENT_ID_TAG, study_run_filter
 
 CHROMIUM = "/usr/bin/chromium"
@@ -306,8 +307,8 @@ def check_page(name: str, url: str, expect_names: list[str], expect_columns: lis
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m ablation.ui_check", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m ablation.ui_check", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--study", required=True, help="the study (= MLflow experiment) name")
     p.add_argument("--tracking-uri", default=None, help="tracking store of the study (default: sqlite ./mlflow.db)")
     p.add_argument("--server", default=None, help="use this running MLflow server instead of starting one")

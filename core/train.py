@@ -1,25 +1,14 @@
 """``python -m core.train --config PRESET [key=value ...]``: train, evaluate, checkpoint and resume one model."""
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
-import warnings
 from pathlib import Path
 
+from core.cli import ArgumentParser, one_line, short_warnings
 from core.config import Config, ConfigError, list_presets, load_config, parse_overrides, to_yaml
 from core.files import probe_write
-
-
-def one_line(exc: BaseException) -> str:
-    """An error as the single stderr line the CLIs print (no traceback for a known bad input)."""
-    return " ".join(str(exc).split())
-
-
-def short_warnings() -> None:
-    """Print warnings (skipped images, excluded identities) as ``warning: ...`` without source lines."""
-    warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"
 
 
 def check_machine(cfg: Config) -> None:
@@ -56,7 +45,7 @@ def check_output_dir(out: Path, need_checkpoint: bool, no_resume: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m core.train", description=__doc__)
+    p = ArgumentParser(prog="python -m core.train", description=__doc__)
     p.add_argument("--config", default="quick", help=f"preset name ({', '.join(list_presets())}) or a YAML path")
     p.add_argument("--no-resume", action="store_true", help="start over even if the output folder has a checkpoint")
     p.add_argument("--eval-only", action="store_true", help="evaluate the checkpoint in run.output_dir and exit")

@@ -8,10 +8,10 @@ by default, so running both from the same directory reads the same store. Exit c
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
+from core.cli import ArgumentParser
 from core.names import tracking_uri
 from reports.collect import (ReportError, StudyInfo, collect_trials, finished_mask, load_history,
                              open_client, table_trials)
@@ -130,7 +130,7 @@ def _selection_note(selection: str | None, trials) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m reports.build", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m reports.build", description=__doc__.splitlines()[0])
     parser.add_argument("--study", required=True, action="append",
                         help="study name (= MLflow experiment name); give it several times for one paper-style "
                              "table of those studies (paper.md, paper.csv, paper.tex)")
