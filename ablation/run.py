@@ -107,11 +107,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     print(outcome.summary())
-    if outcome.total and outcome.failed == outcome.total:
+    if outcome.exit_code:
         print(f"error: every trial of study {spec.name} failed; the failure reasons are in the report and in "
               f"each run's failure_reason tag", file=sys.stderr)
-        return 1
-    return 0
+    return outcome.exit_code
 
 
 if __name__ == "__main__":
