@@ -20,6 +20,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.exceptions import AuthenticationError
 from ray.tune.search import ConcurrencyLimiter
 
+from ablation.interrupt import QuietOnInterrupt, quiet_after_interrupt
 from ablation.progress import StudyProgress
 from ablation.study import (SEED_KEY, TRIAL_INDEX, StudyError, StudySpec, Trial, refit_configs, targets_json,
                             trial_config, trial_from_config)
@@ -282,7 +283,8 @@ def build_tuner(spec: StudySpec, ctx: StudyContext, ray_path: str, callback: Tri
     run_config = tune.RunConfig(
         name=Path(ray_path).name, storage_path=str(Path(ray_path).parent), verbose=ctx_verbose(),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1), callbacks=[callback, StudyProgress(ctx)])
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        callbacks=[callback, StudyProgress(ctx), QuietOnInterrupt()])
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
 
 
@@ -392,7 +394,7 @@ def build_refit_tuner(spec: StudySpec, ctx: StudyContext, path: str, callback: T
     run_config = tune.RunConfig(
         name=Path(path).name, storage_path=str(Path(path).parent), verbose=ctx_verbose(),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1), callbacks=[callback])
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1), callbacks=[callback, QuietOnInterrupt()])
     return tune.Tuner(make_trainable(spec, ctx), param_space=param_space, tune_config=tune_config,
                       run_config=run_config)
 
@@ -428,6 +430,11 @@ class OpenStudy:
     def refit_path(self) -> str:
         return self.ray_path + REFIT_SUFFIX
 
+    @property
+    def interrupt_log(self) -> Path:
+        """Where Ray's messages go after a Ctrl-C (``ablation.interrupt``)."""
+        return Path(self.ray_path + "-interrupted.log")
+
     def stop_ray(self) -> None:
         if self.started_ray:
             ray.shutdown()
@@ -440,13 +447,14 @@ def run_study(spec: StudySpec, tracking_uri: str, storage_path: str, address: st
     way to continue) and the Ray it started is stopped; an interrupted study raises ``StudyInterrupted``."""
     os.environ["EXPAT_TUNE_VERBOSE"] = str(verbose)
     study = open_study(spec, tracking_uri, storage_path, address, resume, num_cpus)
-    try:
-        states, refit_states = fit_study(study)
-    except BaseException:
-        end_failed(study, "study driver stopped; continue with --resume")
-        raise
-    finally:
-        study.stop_ray()  # stops the trial workers before their runs are closed
+    with quiet_after_interrupt(study.interrupt_log):  # after a Ctrl-C, Ray's messages go to a file
+        try:
+            states, refit_states = fit_study(study)
+        except BaseException:
+            end_failed(study, "study driver stopped; continue with --resume")
+            raise
+        finally:
+            study.stop_ray()  # stops the trial workers before their runs are closed
     return close_study(study, states, refit_states, build_report)
 
 
@@ -541,8 +549,10 @@ def close_study(study: OpenStudy, states: list[str], refit_states: list[str], bu
     if not _all_ended(states, study.total) or not _all_ended(refit_states, study.refit_total):
         end_failed(study, "study interrupted; continue with --resume", interrupted=True)
         ended = sum(s == "TERMINATED" for s in [*states, *refit_states])
+        log = study.interrupt_log
+        messages = f" (Ray's messages while stopping: {log})" if log.is_file() and log.stat().st_size else ""
         raise StudyInterrupted(f"{ended} of {study.total + study.refit_total} trials ended; run "
-                               f"`python -m ablation.run --study {spec.name} --resume` to finish the rest")
+                               f"`python -m ablation.run --study {spec.name} --resume` to finish the rest{messages}")
     fail_unfinished_children(client, study.experiment_id, parent_id, "trial ended without closing its run")
     report_path = None
     if build_report:
