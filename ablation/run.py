@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from ablation.study import StudyError, StudySpec, load_study
-from core.cli import ArgumentParser, one_line, short_warnings
+from core.cli import INTERRUPTED, ArgumentParser, one_line, refuse, short_warnings
 from core.config import ConfigError, parse_overrides
 
 
@@ -69,8 +69,7 @@ def print_estimate(spec: StudySpec) -> int:
     try:
         print(estimate(spec).describe(spec.name))
     except (StudyError, ConfigError, DatasetError) as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        return 2
+        return refuse(exc)
     return 0
 
 
@@ -80,8 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = load_study(args.study, parse_overrides(args.overrides))
     except (StudyError, ConfigError) as exc:
-        print(f"study error: {one_line(exc)}", file=sys.stderr)
-        return 2
+        return refuse(exc, "study error")
     print(describe_plan(spec))
     if args.dry_run:
         return 0
@@ -98,14 +96,13 @@ def main(argv: list[str] | None = None) -> int:
                             verbose=args.verbose)
     except StudyInterrupted as exc:
         print(f"interrupted: {one_line(exc)}", file=sys.stderr)
-        return 130
+        return INTERRUPTED
     except KeyboardInterrupt:  # a second Ctrl+C while Tune was already stopping
         print(f"interrupted: run `python -m ablation.run --study {args.study} --resume` to finish the study",
               file=sys.stderr)
-        return 130
+        return INTERRUPTED
     except (StudyError, TrackingError, DatasetError, ConfigError) as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        return 2
+        return refuse(exc)
     print(outcome.summary())
     if outcome.exit_code:
         print(f"error: every trial of study {spec.name} failed; the failure reasons are in the report and in "

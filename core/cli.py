@@ -6,14 +6,22 @@ Imports nothing heavy (no torch, Ray or MLflow), so a CLI can refuse bad argumen
 from __future__ import annotations
 
 import argparse
+import sys
 import warnings
 
 BAD_INPUT = 2  # the exit status of every CLI for input it refuses (arguments, config, study file, data)
+INTERRUPTED = 130  # the shell's status for a command stopped by Ctrl-C (128 + SIGINT)
 
 
 def one_line(exc: BaseException | str) -> str:
     """An error as the single stderr line the CLIs print (no traceback for a known bad input)."""
     return " ".join(str(exc).split())
+
+
+def refuse(exc: BaseException | str, prefix: str = "error") -> int:
+    """Print ``prefix: <the error in one line>`` on stderr; the exit status for refused input."""
+    print(f"{prefix}: {one_line(exc)}", file=sys.stderr)
+    return BAD_INPUT
 
 
 def short_warnings() -> None:

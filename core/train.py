@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from core.cli import ArgumentParser, one_line, short_warnings
+from core.cli import INTERRUPTED, ArgumentParser, refuse, short_warnings
 from core.config import Config, ConfigError, list_presets, load_config, parse_overrides, to_yaml
 from core.files import probe_write
 
@@ -60,8 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = resolve(cfg)  # config.yaml and the checkpoint hold the neck and weights that trained
         check_output_dir(Path(cfg.run.output_dir), need_checkpoint=args.eval_only, no_resume=args.no_resume)
     except ConfigError as exc:
-        print(f"config error: {one_line(exc)}", file=sys.stderr)
-        return 2
+        return refuse(exc, "config error")
 
     from core.data import DatasetError
     from core.engine import NonFiniteLossError, Trainer, format_metrics
@@ -86,12 +85,11 @@ def main(argv: list[str] | None = None) -> int:
             history_file.unlink()
         result = trainer.fit()
     except (DatasetError, ConfigError, NonFiniteLossError) as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        return 2
+        return refuse(exc)
     except KeyboardInterrupt:
         print(f"interrupted; run the same command again to continue from the last checkpoint in {out}",
               file=sys.stderr)
-        return 130
+        return INTERRUPTED
     (out / "metrics.json").write_text(json.dumps(result.final, indent=2))
     print(f"final: {format_metrics(result.final)}\noutputs in {out}")
     return 0

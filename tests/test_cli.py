@@ -51,3 +51,9 @@ def test_help_still_prints_the_usage_and_exits_0(capsys):
         p.parse_args(["--help"])
     assert exit_info.value.code == 0
     assert "usage: tool" in capsys.readouterr().out
+
+
+def test_refuse_prints_one_line_and_returns_the_bad_input_status(capsys):
+    from core.cli import refuse
+    assert refuse(ValueError("no such\nkey"), "config error") == BAD_INPUT
+    assert capsys.readouterr().err == "config error: no such key\n"
