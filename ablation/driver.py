@@ -1,4 +1,11 @@
-"""The study driver: checks, Ray start-up, the Tuner (new or restored), MLflow parent run, and the final report."""
+"""The study driver, ``run_study``, in three steps (at the end of this module):
+
+- ``open_study``: every check that can refuse the study, Ray started (or joined), the tracking store opened and
+  the parent MLflow run created (or, on ``--resume``, set RUNNING again);
+- ``fit_study``: the Tuner built (or restored) and run; in a study that selects, the refit of the best trial;
+- ``close_study``: the runs ended, the report built, the parent run FINISHED and the outcome (summary, exit
+  status); an interrupted study ends its runs FAILED and raises ``StudyInterrupted`` with the resume command.
+"""
 from __future__ import annotations
 
 import contextlib
