@@ -1,4 +1,11 @@
-"""The study driver: checks, Ray start-up, the Tuner (new or restored), MLflow parent run, and the final report."""
+"""The study driver, ``run_study``, in three steps (at the end of this module):
+
+- ``open_study``: every check that can refuse the study, Ray started (or joined), the tracking store opened and
+  the parent MLflow run created (or, on ``--resume``, set RUNNING again);
+- ``fit_study``: the Tuner built (or restored) and run; in a study that selects, the refit of the best trial;
+- ``close_study``: the runs ended, the report built, the parent run FINISHED and the outcome (summary, exit
+  status); an interrupted study ends its runs FAILED and raises ``StudyInterrupted`` with the resume command.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -20,6 +27,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.exceptions import AuthenticationError
 from ray.tune.search import ConcurrencyLimiter
 
+from ablation.interrupt import QuietOnInterrupt, quiet_after_interrupt
 from ablation.progress import StudyProgress
 from ablation.study import (SEED_KEY, TRIAL_INDEX, StudyError, StudySpec, Trial, refit_configs, targets_json,
                             trial_config, trial_from_config)
@@ -49,6 +57,11 @@ class StudyOutcome:
     finished: int
     failed: int
     report_path: str | None
+
+    @property
+    def exit_code(self) -> int:
+        """0, or 1 when every trial failed (the summary is printed either way)."""
+        return 1 if self.total and self.failed == self.total else 0
 
     def summary(self) -> str:
         lines = [f"study {self.study}: {self.finished}/{self.total} trials finished, {self.failed} failed",
@@ -291,7 +304,8 @@ def build_tuner(spec: StudySpec, ctx: StudyContext, ray_path: str, callback: Tri
     run_config = tune.RunConfig(
         name=Path(ray_path).name, storage_path=str(Path(ray_path).parent), verbose=ctx_verbose(),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1), callbacks=[callback, StudyProgress(ctx)])
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        callbacks=[callback, StudyProgress(ctx), QuietOnInterrupt()])
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
 
 
@@ -332,39 +346,6 @@ def _trial_states(ray_path: str) -> list[str]:
     return [t.status for t in tune.ExperimentAnalysis(ray_path).trials]
 
 
-def run_study(spec: StudySpec, tracking_uri: str, storage_path: str, address: str | None = None,
-              resume: bool = False, num_cpus: int | None = None, build_report: bool = True,
-              verbose: int = 0) -> StudyOutcome:
-    os.environ["EXPAT_TUNE_VERBOSE"] = str(verbose)
-    # Every check that can refuse the study runs before any trial and before any MLflow run exists; the cheap
-    # ones (paths, the data) before Ray starts.
-    check_tracking_reachable(tracking_uri)
-    check_storage_path(storage_path)
-    prepare_data(spec)
-    # The store's first use (a fresh SQLite store builds its schema, ~2 s) overlaps Ray's start-up (~3 s, mostly
-    # waiting for Ray's processes): both are paid once per study, so running them side by side shortens every study.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        store_ready = pool.submit(_open_store, spec, tracking_uri, resume)
-        try:
-            started = start_ray(address, num_cpus)
-        except BaseException:
-            store_ready.cancel()
-            raise
-        try:
-            client = store_ready.result()
-        except BaseException:
-            if started:
-                ray.shutdown()
-            raise
-    try:
-        spec = with_gpu_share(spec)
-        check_resources(spec)
-        return _run(spec, client, tracking_uri, storage_path, resume, build_report, started)
-    finally:
-        if started:
-            ray.shutdown()
-
-
 def _open_store(spec: StudySpec, tracking_uri: str, resume: bool) -> MlflowClient:
     """Check that the tracking store works (creating a fresh one's schema) and, for ``--resume``, that it holds
     the study."""
@@ -401,7 +382,7 @@ def _all_ended(states: list[str], total: int) -> bool:
     return len(states) >= total and all(s in ("TERMINATED", "ERROR") for s in states)
 
 
-def _fit(spec: StudySpec, ctx: StudyContext, path: str, resume: bool, build) -> list[str]:
+def _fit_experiment(spec: StudySpec, ctx: StudyContext, path: str, resume: bool, build) -> list[str]:
     """Run (or, on ``--resume``, continue) one Tune experiment in ``path``; its trials' final statuses."""
     callback = TrialStatusCallback(ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id, path)
     if resume and tune.Tuner.can_restore(path):
@@ -434,16 +415,111 @@ def build_refit_tuner(spec: StudySpec, ctx: StudyContext, path: str, callback: T
     run_config = tune.RunConfig(
         name=Path(path).name, storage_path=str(Path(path).parent), verbose=ctx_verbose(),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1), callbacks=[callback])
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1), callbacks=[callback, QuietOnInterrupt()])
     return tune.Tuner(make_trainable(spec, ctx), param_space=param_space, tune_config=tune_config,
                       run_config=run_config)
 
 
-def _run(spec: StudySpec, client: MlflowClient, tracking_uri: str, storage_path: str, resume: bool,
-         build_report: bool, started: bool) -> StudyOutcome:
+# --- the study, in three steps: open, fit, close ------------------------------------------------------------
+
+
+@dataclass
+class OpenStudy:
+    """A study between its open and close steps: Ray up (``started_ray``: this driver started it and stops it),
+    the tracking store open and the parent run RUNNING (``resumed``: an existing one, continued)."""
+
+    spec: StudySpec
+    client: MlflowClient
+    tracking_uri: str
+    experiment_id: str
+    parent_id: str
+    ray_path: str
+    resumed: bool
+    started_ray: bool
+    ctx: StudyContext
+
+    @property
+    def total(self) -> int:
+        """The search (or grid) trials."""
+        return len(self.spec.plan) if self.spec.plan else int(self.spec.search["num_samples"])
+
+    @property
+    def refit_total(self) -> int:
+        return len(self.spec.refit_seeds) if self.spec.selects else 0
+
+    @property
+    def refit_path(self) -> str:
+        return self.ray_path + REFIT_SUFFIX
+
+    @property
+    def interrupt_log(self) -> Path:
+        """Where Ray's messages go after a Ctrl-C (``ablation.interrupt``)."""
+        return Path(self.ray_path + "-interrupted.log")
+
+    def stop_ray(self) -> None:
+        if self.started_ray:
+            ray.shutdown()
+
+
+def run_study(spec: StudySpec, tracking_uri: str, storage_path: str, address: str | None = None,
+              resume: bool = False, num_cpus: int | None = None, build_report: bool = True,
+              verbose: int = 0) -> StudyOutcome:
+    """Open the study, fit its trials, close it. Whatever stops it, every run it opened is ended (FAILED, with the
+    way to continue) and the Ray it started is stopped; an interrupted study raises ``StudyInterrupted``."""
+    os.environ["EXPAT_TUNE_VERBOSE"] = str(verbose)
+    study = open_study(spec, tracking_uri, storage_path, address, resume, num_cpus)
+    with quiet_after_interrupt(study.interrupt_log):  # after a Ctrl-C, Ray's messages go to a file
+        try:
+            states, refit_states = fit_study(study)
+        except BaseException:
+            end_failed(study, "study driver stopped; continue with --resume")
+            raise
+        finally:
+            study.stop_ray()  # stops the trial workers before their runs are closed
+    return close_study(study, states, refit_states, build_report)
+
+
+def open_study(spec: StudySpec, tracking_uri: str, storage_path: str, address: str | None, resume: bool,
+               num_cpus: int | None) -> OpenStudy:
+    """Every check that can refuse the study, then Ray and the parent MLflow run.
+
+    The checks run before any trial and before any MLflow run exists; the cheap ones (paths, the data) before Ray
+    starts. The store's first use (a fresh SQLite store builds its schema, ~2 s) overlaps Ray's start-up (~3 s,
+    mostly waiting for Ray's processes): both are paid once per study, so running them side by side shortens
+    every study. A refusal after Ray started stops it again.
+    """
+    check_tracking_reachable(tracking_uri)
+    check_storage_path(storage_path)
+    prepare_data(spec)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        store_ready = pool.submit(_open_store, spec, tracking_uri, resume)
+        try:
+            started = start_ray(address, num_cpus)
+        except BaseException:
+            store_ready.cancel()
+            raise
+        try:
+            client = store_ready.result()
+        except BaseException:
+            if started:
+                ray.shutdown()
+            raise
+    try:
+        spec = with_gpu_share(spec)
+        check_resources(spec)
+        return _open_parent_run(spec, client, tracking_uri, storage_path, resume, started)
+    except BaseException:
+        if started:
+            ray.shutdown()
+        raise
+
+
+def _open_parent_run(spec: StudySpec, client: MlflowClient, tracking_uri: str, storage_path: str, resume: bool,
+                     started_ray: bool) -> OpenStudy:
+    """The study's parent run: on ``--resume`` the latest one, RUNNING again; otherwise a new one, with the tags
+    and params the reports read and a new Ray experiment folder."""
     exp_id = ensure_experiment(client, spec.name)
     total = len(spec.plan) if spec.plan else int(spec.search["num_samples"])
-
     parent = find_parent_run(client, exp_id, spec.name) if resume else None
     if parent is not None:
         parent_id = parent.info.run_id
@@ -464,40 +540,60 @@ def _run(spec: StudySpec, client: MlflowClient, tracking_uri: str, storage_path:
                     **({"study.variants": list(spec.variants)} if spec.variants else {})})
     ctx = StudyContext(spec=spec, tracking_uri=tracking_uri, experiment_id=exp_id,
                        parent_run_id=parent_id, git_commit=git_commit(), credentials=tracking_credentials())
-    refit_path, refit_total = ray_path + REFIT_SUFFIX, len(spec.refit_seeds) if spec.selects else 0
-    states, refit_states = [], []
-    try:
-        states = _fit(spec, ctx, ray_path, parent is not None, lambda callback: build_tuner(spec, ctx, ray_path,
-                                                                                          callback))
-        if spec.selects and _all_ended(states, total):
-            # The search selected on the validation split; its winner is retrained on the full training split
-            # and tested on test, and only those refit trials form the report's table.
-            best = select_best(spec, ray_path)
-            retry(lambda: client.set_tag(parent_id, "study.selected", best.row[:5000]))
-            refit_states = _fit(spec, ctx, refit_path, parent is not None,
-                                lambda callback: build_refit_tuner(spec, ctx, refit_path, callback, best))
-    except BaseException:
-        fail_unfinished_children(client, exp_id, parent_id, "study driver stopped; continue with --resume")
-        retry(lambda: client.set_terminated(parent_id, "FAILED"))
-        raise
-    finally:
-        if started:
-            ray.shutdown()  # stops the trial workers before their runs are closed below
-    if not _all_ended(states, total) or not _all_ended(refit_states, refit_total):
-        fail_unfinished_children(client, exp_id, parent_id, "study interrupted; continue with --resume")
-        retry(lambda: client.set_tag(parent_id, "interrupted", "true"))
-        retry(lambda: client.set_terminated(parent_id, "FAILED"))
+    return OpenStudy(spec=spec, client=client, tracking_uri=tracking_uri, experiment_id=exp_id, parent_id=parent_id,
+                     ray_path=ray_path, resumed=parent is not None, started_ray=started_ray, ctx=ctx)
+
+
+def fit_study(study: OpenStudy) -> tuple[list[str], list[str]]:
+    """Run (or continue) the study's Tune experiment; in a study that selects, once every search trial ended,
+    retrain the best configuration in a second experiment. The trial statuses of both (the second empty when it
+    did not run)."""
+    spec, ctx, ray_path = study.spec, study.ctx, study.ray_path
+    states = _fit_experiment(spec, ctx, ray_path, study.resumed,
+                             lambda callback: build_tuner(spec, ctx, ray_path, callback))
+    if not (spec.selects and _all_ended(states, study.total)):
+        return states, []
+    # The search selected on the validation split; its winner is retrained on the full training split and tested
+    # on test, and only those refit trials form the report's table.
+    best = select_best(spec, ray_path)
+    retry(lambda: study.client.set_tag(study.parent_id, "study.selected", best.row[:5000]))
+    refit_states = _fit_experiment(spec, ctx, study.refit_path, study.resumed,
+                                   lambda callback: build_refit_tuner(spec, ctx, study.refit_path, callback, best))
+    return states, refit_states
+
+
+def close_study(study: OpenStudy, states: list[str], refit_states: list[str], build_report: bool) -> StudyOutcome:
+    """End the study's runs after ``fit_study`` returned (Ray stopped). A study whose trials did not all end was
+    interrupted: its runs end FAILED and ``StudyInterrupted`` says how to continue. Otherwise the report is built
+    and the parent run ends FINISHED (FAILED if building the report failed)."""
+    spec, client, parent_id = study.spec, study.client, study.parent_id
+    if not _all_ended(states, study.total) or not _all_ended(refit_states, study.refit_total):
+        end_failed(study, "study interrupted; continue with --resume", interrupted=True)
         ended = sum(s == "TERMINATED" for s in [*states, *refit_states])
-        raise StudyInterrupted(f"{ended} of {total + refit_total} trials ended; run "
-                               f"`python -m ablation.run --study {spec.name} --resume` to finish the rest")
-    fail_unfinished_children(client, exp_id, parent_id, "trial ended without closing its run")
+        log = study.interrupt_log
+        messages = f" (Ray's messages while stopping: {log})" if log.is_file() and log.stat().st_size else ""
+        raise StudyInterrupted(f"{ended} of {study.total + study.refit_total} trials ended; run "
+                               f"`python -m ablation.run --study {spec.name} --resume` to finish the rest{messages}")
+    fail_unfinished_children(client, study.experiment_id, parent_id, "trial ended without closing its run")
     report_path = None
     if build_report:
         from reports.build import build_report as build
-        report_path = str(build(spec.name, tracking_uri, Path("outputs") / "reports" / spec.name,
-                                parent_run_id=parent_id))
+        try:
+            report_path = str(build(spec.name, study.tracking_uri, Path("outputs") / "reports" / spec.name,
+                                    parent_run_id=parent_id))
+        except BaseException:
+            retry(lambda: client.set_terminated(parent_id, "FAILED"))
+            raise
     retry(lambda: client.set_tag(parent_id, "interrupted", "false"))
     retry(lambda: client.set_terminated(parent_id, "FINISHED"))
-    statuses = [r.info.status for r in children(client, exp_id, parent_id)]
-    return StudyOutcome(spec.name, parent_id, tracking_uri, ray_path, total + refit_total, statuses.count("FINISHED"),
-                        statuses.count("FAILED"), report_path)
+    statuses = [r.info.status for r in children(client, study.experiment_id, parent_id)]
+    return StudyOutcome(spec.name, parent_id, study.tracking_uri, study.ray_path, study.total + study.refit_total,
+                        statuses.count("FINISHED"), statuses.count("FAILED"), report_path)
+
+
+def end_failed(study: OpenStudy, reason: str, interrupted: bool = False) -> None:
+    """End the study's unfinished child runs FAILED with ``reason``, then its parent run."""
+    fail_unfinished_children(study.client, study.experiment_id, study.parent_id, reason)
+    if interrupted:
+        retry(lambda: study.client.set_tag(study.parent_id, "interrupted", "true"))
+    retry(lambda: study.client.set_terminated(study.parent_id, "FAILED"))

@@ -12,9 +12,8 @@ import sys
 from pathlib import Path
 
 from ablation.study import StudyError, StudySpec, load_study
+from core.cli import INTERRUPTED, ArgumentParser, one_line, refuse, short_warnings
 from core.config import ConfigError, parse_overrides
-from core.train import one_line, short_warnings
-
 
 
 def _positive_int(text: str) -> int:
@@ -28,8 +27,8 @@ def _positive_int(text: str) -> int:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m ablation.run", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m ablation.run", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--study", required=True, help="name of search_spaces/NAME.yaml, or a path to a study YAML")
     p.add_argument("--resume", action="store_true", help="continue the latest run of this study")
     p.add_argument("--address", default=None, help="Ray cluster address (default: start Ray locally)")
@@ -70,8 +69,7 @@ def print_estimate(spec: StudySpec) -> int:
     try:
         print(estimate(spec).describe(spec.name))
     except (StudyError, ConfigError, DatasetError) as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        return 2
+        return refuse(exc)
     return 0
 
 
@@ -81,8 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = load_study(args.study, parse_overrides(args.overrides))
     except (StudyError, ConfigError) as exc:
-        print(f"study error: {one_line(exc)}", file=sys.stderr)
-        return 2
+        return refuse(exc, "study error")
     print(describe_plan(spec))
     if args.dry_run:
         return 0
@@ -99,20 +96,18 @@ def main(argv: list[str] | None = None) -> int:
                             verbose=args.verbose)
     except StudyInterrupted as exc:
         print(f"interrupted: {one_line(exc)}", file=sys.stderr)
-        return 130
+        return INTERRUPTED
     except KeyboardInterrupt:  # a second Ctrl+C while Tune was already stopping
         print(f"interrupted: run `python -m ablation.run --study {args.study} --resume` to finish the study",
               file=sys.stderr)
-        return 130
+        return INTERRUPTED
     except (StudyError, TrackingError, DatasetError, ConfigError) as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        return 2
+        return refuse(exc)
     print(outcome.summary())
-    if outcome.total and outcome.failed == outcome.total:
+    if outcome.exit_code:
         print(f"error: every trial of study {spec.name} failed; the failure reasons are in the report and in "
               f"each run's failure_reason tag", file=sys.stderr)
-        return 1
-    return 0
+    return outcome.exit_code
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ from mlflow.tracking import MlflowClient
 
 from ablation.mlflow_server import MlflowServer
 from ablation.store import TrackingError, open_existing_store
+from core.cli import ArgumentParser
 from core.names import KIND_STUDY, KIND_TAG, PARENT_ID_TAG, child_runs, latest_study_run, tracking_uri
 
 CHROMIUM = "/usr/bin/chromium"
@@ -176,8 +177,8 @@ def check_page(name: str, url: str, expect_names: list[str], expect_columns: lis
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m ablation.ui_check", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m ablation.ui_check", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--study", required=True, help="the study (= MLflow experiment) name")
     p.add_argument("--tracking-uri", default=None,
                    help="tracking store of the study: a SQLite file (default ./mlflow.db), served by an mlflow "

@@ -22,7 +22,7 @@ from core.names import EVAL_METRICS, LOSS_METRICS
 from core.data import set_loader_epoch
 from core.factory import build_dataset, build_loaders, build_loss, build_model
 from core.inference import evaluate
-from core.optim import build_optimizer, lr_factor, set_lr
+from core.optim import build_optimizer, build_scheduler
 
 Reporter = Callable[[int, dict, Optional[str]], None]
 
@@ -85,6 +85,7 @@ class Trainer:
         s = cfg.solver
         self.optimizer = build_optimizer(self.model, s.optimizer, s.lr, s.weight_decay, s.bias_lr_factor,
                                          s.weight_decay_bias)
+        self.scheduler = build_scheduler(self.optimizer, s.milestones, s.gamma, s.warmup_factor, s.warmup)
         center_params = [p for p in self.criterion.parameters() if p.requires_grad]
         self.center_optimizer = torch.optim.SGD(center_params, lr=cfg.loss.center_lr) if center_params else None
         self.epoch = 0  # last finished epoch
@@ -94,7 +95,7 @@ class Trainer:
     # --- state -------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "criterion": self.criterion.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "center_optimizer": self.center_optimizer.state_dict() if self.center_optimizer else None,
                 "epoch": self.epoch, "iteration": self.iteration, "history": self.history,
                 "config": to_dict(self.cfg)}
@@ -113,6 +114,13 @@ class Trainer:
         if self.center_optimizer and state.get("center_optimizer"):
             self.center_optimizer.load_state_dict(state["center_optimizer"])
         self.epoch, self.iteration, self.history = state["epoch"], state["iteration"], state["history"]
+        if state.get("scheduler"):
+            self.scheduler.load_state_dict(state["scheduler"])
+        else:  # a checkpoint written before the scheduler was saved: the steps done are its whole state
+            done = self.epoch if self.cfg.solver.step_unit == "epoch" else self.iteration
+            self.scheduler.last_epoch = done
+            for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
+                group["lr"] = base * self.scheduler.lr_lambdas[0](done)
         self.log(f"resumed from {self.checkpoint_dir} after epoch {self.epoch}")
         return True
 
@@ -139,15 +147,12 @@ class Trainer:
         final = dict(self.history[-1]) if self.history else {}
         return TrainResult(final=final, history=self.history, checkpoint_dir=self.checkpoint_dir)
 
-    def _step_lr(self, t: int) -> float:
-        s = self.cfg.solver
-        return set_lr(self.optimizer, lr_factor(t, s.milestones, s.gamma, s.warmup_factor, s.warmup))
-
     def train_one_epoch(self) -> dict:
         cfg, s = self.cfg, self.cfg.solver
         self.model.train()
         set_loader_epoch(self.train_loader, self.epoch)
-        lr = self._step_lr(self.epoch) if s.step_unit == "epoch" else None
+        by_epoch = s.step_unit == "epoch"
+        lr = self.optimizer.param_groups[0]["lr"] if by_epoch else None  # the lr the scheduler set for this step
         sums: dict[str, float] = {}
         steps = images = 0
         start = time.perf_counter()
@@ -161,9 +166,11 @@ class Trainer:
             if s.max_iters and self.iteration >= s.max_iters:
                 break
             self.iteration += 1
-            if s.step_unit == "iter":
-                lr = self._step_lr(self.iteration)
+            if not by_epoch:
+                lr = self.optimizer.param_groups[0]["lr"]
             parts = self.train_step(batch)
+            if not by_epoch:
+                self.scheduler.step()
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v
             steps += 1
@@ -171,6 +178,8 @@ class Trainer:
             if cfg.run.progress:
                 batches.set_postfix(loss=f"{parts['loss']:.3f}")
         elapsed = time.perf_counter() - start
+        if by_epoch:
+            self.scheduler.step()
         metrics = {"epoch": self.epoch, "lr": lr, "images_per_sec": images / max(elapsed, 1e-9),
                    "time_epoch": elapsed}
         metrics.update({k: v / max(steps, 1) for k, v in sums.items()})

@@ -1,25 +1,14 @@
 """``python -m core.train --config PRESET [key=value ...]``: train, evaluate, checkpoint and resume one model."""
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
-import warnings
 from pathlib import Path
 
+from core.cli import INTERRUPTED, ArgumentParser, refuse, short_warnings
 from core.config import Config, ConfigError, list_presets, load_config, parse_overrides, to_yaml
 from core.files import probe_write
-
-
-def one_line(exc: BaseException) -> str:
-    """An error as the single stderr line the CLIs print (no traceback for a known bad input)."""
-    return " ".join(str(exc).split())
-
-
-def short_warnings() -> None:
-    """Print warnings (skipped images, excluded identities) as ``warning: ...`` without source lines."""
-    warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"
 
 
 def check_machine(cfg: Config) -> None:
@@ -56,7 +45,7 @@ def check_output_dir(out: Path, need_checkpoint: bool, no_resume: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m core.train", description=__doc__)
+    p = ArgumentParser(prog="python -m core.train", description=__doc__)
     p.add_argument("--config", default="quick", help=f"preset name ({', '.join(list_presets())}) or a YAML path")
     p.add_argument("--no-resume", action="store_true", help="start over even if the output folder has a checkpoint")
     p.add_argument("--eval-only", action="store_true", help="evaluate the checkpoint in run.output_dir and exit")
@@ -71,8 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = resolve(cfg)  # config.yaml and the checkpoint hold the neck and weights that trained
         check_output_dir(Path(cfg.run.output_dir), need_checkpoint=args.eval_only, no_resume=args.no_resume)
     except ConfigError as exc:
-        print(f"config error: {one_line(exc)}", file=sys.stderr)
-        return 2
+        return refuse(exc, "config error")
 
     from core.data import DatasetError
     from core.engine import NonFiniteLossError, Trainer, format_metrics
@@ -97,12 +85,11 @@ def main(argv: list[str] | None = None) -> int:
             history_file.unlink()
         result = trainer.fit()
     except (DatasetError, ConfigError, NonFiniteLossError) as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        return 2
+        return refuse(exc)
     except KeyboardInterrupt:
         print(f"interrupted; run the same command again to continue from the last checkpoint in {out}",
               file=sys.stderr)
-        return 130
+        return INTERRUPTED
     (out / "metrics.json").write_text(json.dumps(result.final, indent=2))
     print(f"final: {format_metrics(result.final)}\noutputs in {out}")
     return 0

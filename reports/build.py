@@ -10,10 +10,10 @@ credentials) exits with code 2 and one line on stderr; no store is ever created.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
+from core.cli import ArgumentParser
 from core.names import tracking_uri
 from ablation.store import retry
 from reports.collect import (ReportError, StudyInfo, collect_trials, finished_mask, load_history, study_client,
@@ -133,7 +133,7 @@ def _selection_note(selection: str | None, trials) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m reports.build", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m reports.build", description=__doc__.splitlines()[0])
     parser.add_argument("--study", required=True, action="append",
                         help="study name (= MLflow experiment name); give it several times for one paper-style "
                              "table of those studies (paper.md, paper.csv, paper.tex)")

@@ -280,6 +280,34 @@ def test_interrupted_driver_resumes_only_the_unfinished_trials(tmp_path, data_ca
     assert results_section(report) == uninterrupted["report"]
 
 
+def test_ctrl_c_prints_the_resume_hint_and_nothing_from_ray(tmp_path, data_cache):
+    """Ctrl-C as a terminal sends it: SIGINT to the driver's whole process group, once a trial has logged an
+    epoch (Tune is then stopping running trials). stderr holds the one-line hint only; Ray's notices go to the
+    file the hint names."""
+    body = {**TINY, "overrides": {**TINY["overrides"], "solver.epochs": 50}, "axes": {"loss.type": ["triplet"]}}
+    cmd = study_cmd(tmp_path, "ctrl_c", body, "--no-report")
+    with open(tmp_path / "stdout.log", "w") as out, open(tmp_path / "stderr.log", "w") as err:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(data_cache), stdout=out, stderr=err,
+                                start_new_session=True)
+        try:
+            wait_for_result(tmp_path / "ray_results", "run_trial_*", proc)
+            os.killpg(proc.pid, signal.SIGINT)
+            code = proc.wait(timeout=300)
+        finally:
+            kill_session(proc)
+    stderr = (tmp_path / "stderr.log").read_text()
+    assert code == 130, stderr[-3000:]
+    lines = stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("interrupted: 0 of 1 trials ended; run `python -m ablation.run "
+                                                   "--study ctrl_c --resume`"), stderr[-3000:]
+    ray_log = next((tmp_path / "ray_results").glob("ctrl_c-*-interrupted.log"))
+    assert str(ray_log) in lines[0] and "Stop signal received" in ray_log.read_text()
+    assert "Traceback" not in (tmp_path / "stdout.log").read_text()
+    client, parents, children = runs(tmp_path / "mlflow.db", "ctrl_c")
+    assert parents[0].info.status == "FAILED" and parents[0].data.tags["interrupted"] == "true"
+    assert [r.info.status for r in children] == ["FAILED"]
+
+
 # ------------------------------------------------------------------------------------------- shared store
 
 

@@ -55,6 +55,21 @@ def test_label_smoothing_matches_formula_and_plain_ce_at_eps0():
     assert CrossEntropyLabelSmooth(7, 0.0)(logits, y).item() == pytest.approx(plain.item(), rel=1e-9)
 
 
+def test_label_smoothing_is_the_reference_code_with_its_gradient():
+    """reid-strong-baseline's forward (log-softmax, q spread over all K classes), written out, on a SYSU-sized K."""
+    gen = torch.Generator().manual_seed(2)
+    logits = (3 * torch.randn(64, 395, generator=gen)).requires_grad_()
+    y = torch.randint(0, 395, (64,), generator=gen)
+    log_probs = torch.log_softmax(logits, dim=1)
+    q = 0.9 * torch.zeros_like(log_probs).scatter_(1, y.unsqueeze(1), 1.0) + 0.1 / 395
+    reference = (-q * log_probs).mean(0).sum()
+    (ref_grad,) = torch.autograd.grad(reference, logits)
+    ours = CrossEntropyLabelSmooth(395, 0.1)(logits, y)
+    (our_grad,) = torch.autograd.grad(ours, logits)
+    assert ours.item() == pytest.approx(reference.item(), rel=1e-6)
+    assert torch.allclose(our_grad, ref_grad, rtol=1e-5, atol=1e-8)
+
+
 # --------------------------------------------------------------------------- triplet
 # Points (0,0),(3,0) | (0,2),(5,2): d01=3, d02=2, d03=sqrt29, d12=sqrt13, d13=sqrt8, d23=5.
 # d_ap = [3,3,5,5]; d_an = [2, sqrt8, 2, sqrt8].

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torchvision
 
-from core.models import NECKS, ReIDModel, ResNetBackbone, build_head, build_model, load_pretrained
+from core.models import NECKS, ReIDModel, ResNetBackbone, build_head, load_pretrained
 
 C = 7
 
@@ -42,7 +42,7 @@ def test_backbone_rejects_unknown_arch_and_stride():
 
 @pytest.mark.parametrize("neck", ["no", "bnneck", "csbn"])
 def test_training_output_shapes(neck):
-    model = build_model("resnet18", C, neck).train()
+    model = ReIDModel("resnet18", C, neck).train()
     out = model(images(4))
     assert set(out) == {"global_feat", "neck_feat", "logits"}
     assert out["global_feat"].shape == out["neck_feat"].shape == (4, 512)
@@ -83,7 +83,7 @@ def test_unknown_neck_lists_valid_names():
     with pytest.raises(ValueError, match="no, bnneck, csbn"):
         build_head("bnneck ", 16, C)
     with pytest.raises(ValueError):
-        build_model("resnet18", C, "bn_neck")
+        ReIDModel("resnet18", C, "bn_neck")
 
 
 def test_csbn_routes_rows_to_their_modality_bn():
@@ -103,7 +103,7 @@ def test_csbn_routes_rows_to_their_modality_bn():
 
 
 def test_csbn_eval_uses_each_modality_running_stats():
-    model = build_model("resnet18", C, "csbn", num_modalities=2).train()
+    model = ReIDModel("resnet18", C, "csbn", num_modalities=2).train()
     x = images(8)
     model(x, torch.tensor([0] * 4 + [1] * 4))
     model.eval()
@@ -121,7 +121,7 @@ def test_csbn_eval_uses_each_modality_running_stats():
 def test_eval_feature_selection(neck, test_feature, expected):
     """In eval mode the model returns the pooled backbone feature or that feature through the neck BN's running
     statistics, computed here by hand: (x - running_mean) / sqrt(running_var + eps) * weight + bias."""
-    model = build_model("resnet18", C, neck, test_feature=test_feature)
+    model = ReIDModel("resnet18", C, neck, test_feature=test_feature)
     with torch.no_grad():
         model(images(4))  # give the BN non-trivial running stats
     model.eval()
@@ -142,11 +142,11 @@ def test_eval_feature_selection(neck, test_feature, expected):
 
 def test_invalid_test_feature():
     with pytest.raises(ValueError, match="after"):
-        build_model("resnet18", C, "bnneck", test_feature="post")
+        ReIDModel("resnet18", C, "bnneck", test_feature="post")
 
 
 def test_bn_groups_equals_separate_forward_calls():
-    model = build_model("resnet18", C, "csbn", num_modalities=2).train()
+    model = ReIDModel("resnet18", C, "csbn", num_modalities=2).train()
     twin = copy.deepcopy(model)
     x = images(8)
     modality = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
@@ -165,7 +165,7 @@ def test_bn_groups_equals_separate_forward_calls():
 
 
 def test_channels_last_input_gives_same_output():
-    model = build_model("resnet18", C, "bnneck").eval()
+    model = ReIDModel("resnet18", C, "bnneck").eval()
     x = images(2)
     with torch.no_grad():
         torch.testing.assert_close(
@@ -218,7 +218,7 @@ def test_load_pretrained_without_num_batches_tracked_and_with_module_prefix(tmp_
 def test_load_pretrained_errors_name_the_path(tmp_path):
     missing = tmp_path / "nope.pth"
     with pytest.raises(FileNotFoundError, match="nope.pth"):
-        build_model("resnet18", C, "bnneck", pretrained_path=str(missing))
+        ReIDModel("resnet18", C, "bnneck", pretrained_path=str(missing))
     wrong = tmp_path / "r18.pth"
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), wrong)
     with pytest.raises(ValueError, match="r18.pth"):

@@ -155,3 +155,37 @@ def test_cli_trains_writes_outputs_and_refuses_bad_keys(tmp_path):
     bad = subprocess.run(cmd + ["loss.margn=0.3"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "loss.margn" in bad.stderr and "loss.margin" in bad.stderr
+
+
+@pytest.mark.parametrize("unit", ["epoch", "iter"])
+def test_lr_schedule_per_epoch_or_iteration_and_resumed(tmp_path, unit):
+    """Each epoch's logged lr is the reference schedule's lr at that epoch (``solver.step_unit=epoch``) or at its
+    last iteration (``iter``, 2 per epoch), and a run stopped after 2 of 4 epochs continues it where it was."""
+    from core.optim import lr_factor
+    sched = {"solver.step_unit": unit, "solver.warmup": 3, "solver.warmup_factor": 0.1, "solver.milestones": [3],
+             "solver.gamma": 0.5, "eval.every": 100}
+    full, resumed, _, _, a, b = _interrupted_and_uninterrupted(tmp_path, {**RESUME, **sched}, stop_after=2,
+                                                               epochs=4)
+    cfg = load_config("quick", {**RESUME, **sched})
+    lr = cfg.solver.lr
+    steps = [1, 2, 3, 4] if unit == "epoch" else [2, 4, 6, 8]
+    expected = [lr * lr_factor(t, [3], 0.5, 0.1, 3) for t in steps]
+    assert [h["lr"] for h in full.history] == pytest.approx(expected, rel=1e-12)
+    assert [h["lr"] for h in resumed.history] == pytest.approx(expected, rel=1e-12)
+    assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"] == steps[-1]
+
+
+def test_checkpoint_without_scheduler_state_resumes_at_the_schedule_step(tmp_path):
+    """A checkpoint written before the scheduler's state was saved continues at the step count it records."""
+    from core.optim import lr_factor
+    sched = {"solver.step_unit": "iter", "solver.warmup": 5, "solver.warmup_factor": 0.1, "solver.milestones": [6],
+             "solver.gamma": 0.5}
+    cfg = lambda n: load_config("quick", {**RESUME, **sched, "solver.epochs": n})  # noqa: E731
+    train(cfg(2), checkpoint_dir=str(tmp_path), log=lambda s: None)
+    state = torch.load(tmp_path / "last.pt", weights_only=False)
+    del state["scheduler"]
+    torch.save(state, tmp_path / "last.pt")
+    resumed = train(cfg(4), checkpoint_dir=str(tmp_path), log=lambda s: None)
+    lr = cfg(4).solver.lr
+    assert [h["lr"] for h in resumed.history] == pytest.approx(
+        [lr * lr_factor(t, [6], 0.5, 0.1, 5) for t in (2, 4, 6, 8)], rel=1e-12)

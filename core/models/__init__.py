@@ -1,7 +1,7 @@
 """Re-ID models: ResNet backbone, named necks (no / bnneck / csbn) and the assembled model. No Ray/MLflow."""
 from .backbone import ARCHS, ResNetBackbone, load_pretrained
 from .heads import NECKS, ModalityBatchNorm, ReIDHead, build_head
-from .model import TEST_FEATURES, ModelOutput, ReIDModel, build_model
+from .model import TEST_FEATURES, ModelOutput, ReIDModel
 
 __all__ = [
     "ARCHS",
@@ -13,6 +13,5 @@ __all__ = [
     "ResNetBackbone",
     "TEST_FEATURES",
     "build_head",
-    "build_model",
     "load_pretrained",
 ]

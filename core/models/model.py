@@ -89,8 +89,3 @@ class ReIDModel(nn.Module):
         chunks_m = modality.split(size) if modality is not None else [None] * groups
         outs = [self._embed(x, m) for x, m in zip(images.split(size), chunks_m)]
         return ModelOutput(**{key: torch.cat([o[key] for o in outs]) for key in ModelOutput.__annotations__})
-
-
-def build_model(*args, **kwargs) -> ReIDModel:
-    """Factory with the same arguments as :class:`ReIDModel`."""
-    return ReIDModel(*args, **kwargs)
