@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     from ablation.tracking import TrackingError
     from core.names import tracking_uri
     from core.data import DatasetError
+    from reports.collect import ReportError
     try:
         outcome = run_study(spec, tracking_uri=tracking_uri(args.tracking_uri),
                             storage_path=str(Path(args.storage_path).resolve()), address=args.address,
@@ -103,6 +104,11 @@ def main(argv: list[str] | None = None) -> int:
         return INTERRUPTED
     except (StudyError, TrackingError, DatasetError, ConfigError) as exc:
         return refuse(exc)
+    except ReportError as exc:  # the trials ran and are logged; only the report is missing
+        print(f"error: study {spec.name} trained, but its report could not be built: {one_line(exc)}; build it "
+              f"with `python -m reports.build --study {spec.name} --tracking-uri {tracking_uri(args.tracking_uri)}`",
+              file=sys.stderr)
+        return 1
     print(outcome.summary())
     if outcome.exit_code:
         print(f"error: every trial of study {spec.name} failed; the failure reasons are in the report and in "
