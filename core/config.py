@@ -214,6 +214,19 @@ def _yaml_bool_word(key: str, value: bool, allowed: tuple) -> str:
                       f"(e.g. {key}: \"off\")" + (f" and choose one of {list(allowed)}" if allowed else ""))
 
 
+def _number(key: str, value: Any, tp: type) -> int | float:
+    """``value`` as an int or float; a bool is never a number, and an int key takes only whole values."""
+    if not isinstance(value, bool):
+        if isinstance(value, str):
+            try:
+                return tp(value)
+            except ValueError:
+                pass
+        elif isinstance(value, int) or (isinstance(value, float) and (tp is float or value.is_integer())):
+            return tp(value)
+    raise ConfigError(f"{key}: expected {'an integer' if tp is int else 'a number'}, got {value!r}")
+
+
 def _coerce(key: str, value: Any, tp: Any) -> Any:
     """Check ``value`` against type ``tp`` (converting strings from the CLI) or raise ConfigError naming ``key``."""
     origin = typing.get_origin(tp)
@@ -243,30 +256,8 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
             return value.lower() in ("true", "yes", "on", "1")
         raise ConfigError(f"{key}: expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp in (int, float):
+        return _number(key, value, tp)
     if tp is str:
         if isinstance(value, bool):
             return _yaml_bool_word(key, value, ())

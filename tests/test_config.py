@@ -105,16 +105,25 @@ def test_a_yaml_boolean_without_a_word_for_it_is_refused_with_the_fix(key, value
         coerce_value(key, value)
 
 
+@pytest.fixture(scope="module")
+def resnet50_weights(tmp_path_factory):
+    """A torchvision ResNet-50 state dict on disk (random values: what the check reads is its keys and shapes)."""
+    import torch
+    import torchvision
+    path = tmp_path_factory.mktemp("weights") / "resnet50.pth"
+    torch.save(torchvision.models.resnet50().state_dict(), path)
+    return path
+
+
 @pytest.mark.parametrize("preset", ["market_paper", "duke_paper", "sysu_paper", "regdb_paper"])
-def test_paper_presets_refuse_to_train_from_random_weights_unless_asked(preset, tmp_path):
+def test_paper_presets_refuse_to_train_from_random_weights_unless_asked(preset, resnet50_weights):
     from core.factory import check_inputs, pretrained_path
     with pytest.raises(ConfigError, match=r"model.pretrained: .*model.pretrained=none"):
         check_inputs(load_config(preset, {"data.root": "/d"}))
     chosen = load_config(preset, {"data.root": "/d", "model.pretrained": "none"})
     check_inputs(chosen)
     assert pretrained_path(chosen) is None
-    weights = tmp_path / "resnet50.pth"
-    weights.write_bytes(b"")
+    weights = resnet50_weights
     given = load_config(preset, {"data.root": "/d", "model.pretrained": str(weights)})
     check_inputs(given)
     assert pretrained_path(given) == str(weights)
