@@ -145,7 +145,7 @@ def prepare_data(spec: StudySpec) -> None:
     """Generate or check each distinct dataset once in the driver, so trials never race to write it, and build
     each distinct training sampler, so data that cannot fill a batch is refused before any trial starts."""
     from core.data import build_train_sampler
-    from core.factory import build_dataset, check_inputs
+    from core.factory import build_dataset, check_inputs, dataset_key
     splits: dict[tuple, object] = {}
     samplers = set()
     configs = [trial_config(spec, t.params, t.row) for t in spec.plan] or [spec.base_config()]
@@ -154,8 +154,7 @@ def prepare_data(spec: StudySpec) -> None:
             check_inputs(cfg)
         except ConfigError as exc:
             raise StudyError(f"study {spec.name}: {exc}") from None
-        key = (cfg.data.dataset, cfg.data.root, cfg.data.synthetic_ids, cfg.data.synthetic_seed, cfg.data.regdb_trial,
-               cfg.data.sysu_train_ids, cfg.data.on_corrupt, cfg.eval.split, cfg.eval.val_fraction, cfg.eval.val_seed)
+        key = dataset_key(cfg)
         if key not in splits:
             splits[key] = build_dataset(cfg)
         d = cfg.data

@@ -77,6 +77,13 @@ def resolve_data_root(cfg: Config) -> str:
     return str(Path(d.root).expanduser().resolve())
 
 
+def dataset_key(cfg: Config) -> tuple:
+    """Everything ``build_dataset`` reads: two configs with the same key get the same splits."""
+    entry = dataset_entry(cfg)
+    return (entry.name, resolve_data_root(cfg), tuple(sorted(entry.loader_options(cfg).items())),
+            cfg.data.on_corrupt, cfg.eval.split, cfg.eval.val_fraction, cfg.eval.val_seed)
+
+
 def build_dataset(cfg: Config) -> DatasetSplits:
     """Parse (or generate, then parse) the dataset and check every image decodes (``data.on_corrupt``)."""
     entry = dataset_entry(cfg)
