@@ -297,3 +297,43 @@ def test_protocol_names_the_sysu_setting_and_cmc_form_and_the_regdb_direction():
     regdb = {"data.dataset": "regdb", "eval.sysu_cmc": "unread", "eval.regdb_direction": "t2v"}
     assert protocol(regdb).startswith("RegDB, main direction t2v")
     assert protocol({"data.dataset": "market1501", "eval.sysu_cmc": "unread", "eval.regdb_direction": "unread"}) is None
+
+
+def test_comparison_section_pairs_by_seed_bolds_cis_that_exclude_zero_and_names_welch_rows():
+    """The report's "Comparison with the baseline" section, on trials made here. Expected numbers come from
+    scipy.stats directly: row ``a`` shares the baseline's seeds (listed in another order) and is paired seed by seed,
+    ``b`` has the same values on seeds the baseline never ran and gets Welch's test (and is named under the table),
+    ``c`` has one pair and no test; p is Holm-corrected over the two rows tested."""
+    import math
+
+    from scipy import stats as sps
+
+    from reports.tables import comparisons
+
+    base, a_values = [60.0, 70.0, 80.0], [61.0, 71.2, 80.8]  # per-seed differences 1.0, 1.2, 0.8
+    rows = [("base", s, v) for s, v in zip((0, 1, 2), base)]
+    rows += [("a", s, v) for s, v in zip((2, 0, 1), (80.8, 61.0, 71.2))]
+    rows += [("b", s, v) for s, v in zip((10, 11, 12), a_values)]
+    rows += [("c", 0, 65.0)]
+    trials = pd.DataFrame(rows, columns=["group", "seed", "rank1"])
+    trials["mAP"], trials["status"], trials["failure_reason"] = trials["rank1"] / 2, "FINISHED", None
+    trials["run_name"] = [f"{g}/seed={s}" for g, s in zip(trials["group"], trials["seed"])]
+    agg = aggregate(trials, ("rank1", "mAP"), "base")
+    comps = comparisons(trials, agg, ("rank1",), "base")
+    text = render_markdown("cmp", agg, failed_trials(trials), {"parent_run_id": "p", "baseline": "base"}, comps)
+    section = text.split("## Comparison with the baseline")[1].split("## Failed trials")[0]
+    lines = {line.split(" | ")[0].lstrip("| "): line for line in section.splitlines() if line.startswith("| ")}
+
+    paired = sps.ttest_rel(a_values, base)
+    welch = sps.ttest_ind(a_values, base, equal_var=False)
+    half = sps.t.ppf(0.975, 2) * 0.2 / math.sqrt(3)  # sd of the differences 0.2, 2 df
+    holm_a = 2 * paired.pvalue  # the smaller of two p-values: times 2
+    holm_b = max(holm_a, welch.pvalue)  # the larger: times 1, never below the one before
+    assert holm_a < 0.05 < holm_b
+    lo, hi = welch.confidence_interval(0.95)
+    assert lines["a"] == f"| a | paired | 3 pairs | **+1.00 [{1 - half:+.2f}, {1 + half:+.2f}]** | {holm_a:.3f} | — |"
+    b = lines["b"].split(" | ")
+    assert b[:5] == ["| b", "Welch", "3 vs 3", f"+1.00 [{lo:+.2f}, {hi:+.2f}]", f"{holm_b:.3f}"]  # CI holds 0
+    assert int(b[5].rstrip(" |")) > 3  # not detected with 3 seeds: how many would detect it
+    assert lines["c"] == "| c | n/a | 1 pair | +5.00 (n/a) | n/a | — |"
+    assert "Welch's unequal-variance t-test" in section and section.rstrip().endswith("for: `b`.")
