@@ -337,3 +337,29 @@ def test_comparison_section_pairs_by_seed_bolds_cis_that_exclude_zero_and_names_
     assert int(b[5].rstrip(" |")) > 3  # not detected with 3 seeds: how many would detect it
     assert lines["c"] == "| c | n/a | 1 pair | +5.00 (n/a) | n/a | — |"
     assert "Welch's unequal-variance t-test" in section and section.rstrip().endswith("for: `b`.")
+
+
+def test_table_csv_and_tex_carry_the_cis_the_paired_difference_and_the_best_mean_in_bold(built):
+    """table.csv: per group n, mean, sample std and the 95% CI of the mean (scipy's t interval, computed here), and
+    per compared metric the paired difference (the mean of per-seed differences on shared seeds: 4.0 for expat,
+    not the 3.33 between the group means), its test and Holm p; table.tex: a booktabs table with each column's best
+    mean in bold."""
+    from scipy import stats as sps
+
+    out = built["out"]
+    table = pd.read_csv(out / "table.csv", keep_default_na=False, na_values=[""]).set_index("group")
+    base = pd.Series([90.0, 91.0, 92.5])
+    lo, hi = sps.t.interval(0.95, len(base) - 1, loc=base.mean(), scale=sps.sem(base))
+    row = table.loc["loss.type=triplet"]
+    assert (row["n"], row["n_failed"]) == (3, 0)
+    assert (row["rank1_mean"], row["rank1_std"]) == (pytest.approx(91.166667), pytest.approx(1.258306))
+    assert (row["rank1_ci_low"], row["rank1_ci_high"]) == (pytest.approx(lo), pytest.approx(hi))
+    expat = table.loc["loss.type=expat"]
+    assert expat["rank1_test"] == "paired" and expat["rank1_diff"] == pytest.approx(4.0)  # seeds 1, 2: +4, +4
+    assert expat["mAP_diff"] == pytest.approx(7.0) and expat["rank1_p_holm"] == 0.0
+    assert table.loc["loss.type=expat_center", "rank1_test"] == "n/a"  # one finished seed: one pair, no test
+    tex = (out / "table.tex").read_text()
+    assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
+    lines = {line.split(" & ")[0]: line for line in tex.splitlines() if " & " in line}
+    assert lines["loss.type=expat"].startswith(r"loss.type=expat & 2 & 94.50 $\pm$ 0.71 & \textbf{87.50 $\pm$ 0.71} &")
+    assert lines[r"loss.type=expat\_center"].startswith(r"loss.type=expat\_center & 1 & \textbf{94.70} & 86.80 &")
