@@ -129,3 +129,16 @@ def test_each_module_imports_alone(module):
     assert proc.returncode == 0, proc.stderr
     if module in ("core.catalogue", "core.config"):  # read by the config validation: no heavy imports
         assert proc.stdout.strip() == ""
+
+
+def test_core_imports_neither_ray_nor_mlflow():
+    """The trainer stands alone: importing every module of core (in one fresh interpreter) loads no Ray and no
+    MLflow module."""
+    code = ("import importlib, pkgutil, sys, core\n"
+            "names = [m.name for m in pkgutil.walk_packages(core.__path__, 'core.')]\n"
+            "for name in names:\n    importlib.import_module(name)\n"
+            "print(len(names), '|', ','.join(sorted({m.split('.')[0] for m in sys.modules} & {'ray', 'mlflow'})))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    count, heavy = (part.strip() for part in proc.stdout.split("|"))
+    assert int(count) > 20 and heavy == "", proc.stdout  # every module imported; none pulled in ray or mlflow

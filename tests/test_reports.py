@@ -298,3 +298,69 @@ def test_protocol_names_the_sysu_setting_and_cmc_form_and_the_regdb_direction():
     regdb = {"data.dataset": "regdb", "eval.sysu_cmc": "unread", "eval.regdb_direction": "t2v"}
     assert protocol(regdb).startswith("RegDB, main direction t2v")
     assert protocol({"data.dataset": "market1501", "eval.sysu_cmc": "unread", "eval.regdb_direction": "unread"}) is None
+
+
+def test_comparison_section_pairs_by_seed_bolds_cis_that_exclude_zero_and_names_welch_rows():
+    """The report's "Comparison with the baseline" section, on trials made here. Expected numbers come from
+    scipy.stats directly: row ``a`` shares the baseline's seeds (listed in another order) and is paired seed by seed,
+    ``b`` has the same values on seeds the baseline never ran and gets Welch's test (and is named under the table),
+    ``c`` has one pair and no test; p is Holm-corrected over the two rows tested."""
+    import math
+
+    from scipy import stats as sps
+
+    from reports.tables import comparisons
+
+    base, a_values = [60.0, 70.0, 80.0], [61.0, 71.2, 80.8]  # per-seed differences 1.0, 1.2, 0.8
+    rows = [("base", s, v) for s, v in zip((0, 1, 2), base)]
+    rows += [("a", s, v) for s, v in zip((2, 0, 1), (80.8, 61.0, 71.2))]
+    rows += [("b", s, v) for s, v in zip((10, 11, 12), a_values)]
+    rows += [("c", 0, 65.0)]
+    trials = pd.DataFrame(rows, columns=["group", "seed", "rank1"])
+    trials["mAP"], trials["status"], trials["failure_reason"] = trials["rank1"] / 2, "FINISHED", None
+    trials["run_name"] = [f"{g}/seed={s}" for g, s in zip(trials["group"], trials["seed"])]
+    agg = aggregate(trials, ("rank1", "mAP"), "base")
+    comps = comparisons(trials, agg, ("rank1",), "base")
+    text = render_markdown("cmp", agg, failed_trials(trials), {"parent_run_id": "p", "baseline": "base"}, comps)
+    section = text.split("## Comparison with the baseline")[1].split("## Failed trials")[0]
+    lines = {line.split(" | ")[0].lstrip("| "): line for line in section.splitlines() if line.startswith("| ")}
+
+    paired = sps.ttest_rel(a_values, base)
+    welch = sps.ttest_ind(a_values, base, equal_var=False)
+    half = sps.t.ppf(0.975, 2) * 0.2 / math.sqrt(3)  # sd of the differences 0.2, 2 df
+    holm_a = 2 * paired.pvalue  # the smaller of two p-values: times 2
+    holm_b = max(holm_a, welch.pvalue)  # the larger: times 1, never below the one before
+    assert holm_a < 0.05 < holm_b
+    lo, hi = welch.confidence_interval(0.95)
+    assert lines["a"] == f"| a | paired | 3 pairs | **+1.00 [{1 - half:+.2f}, {1 + half:+.2f}]** | {holm_a:.3f} | — |"
+    b = lines["b"].split(" | ")
+    assert b[:5] == ["| b", "Welch", "3 vs 3", f"+1.00 [{lo:+.2f}, {hi:+.2f}]", f"{holm_b:.3f}"]  # CI holds 0
+    assert int(b[5].rstrip(" |")) > 3  # not detected with 3 seeds: how many would detect it
+    assert lines["c"] == "| c | n/a | 1 pair | +5.00 (n/a) | n/a | — |"
+    assert "Welch's unequal-variance t-test" in section and section.rstrip().endswith("for: `b`.")
+
+
+def test_table_csv_and_tex_carry_the_cis_the_paired_difference_and_the_best_mean_in_bold(built):
+    """table.csv: per group n, mean, sample std and the 95% CI of the mean (scipy's t interval, computed here), and
+    per compared metric the paired difference (the mean of per-seed differences on shared seeds: 4.0 for expat,
+    not the 3.33 between the group means), its test and Holm p; table.tex: a booktabs table with each column's best
+    mean in bold."""
+    from scipy import stats as sps
+
+    out = built["out"]
+    table = pd.read_csv(out / "table.csv", keep_default_na=False, na_values=[""]).set_index("group")
+    base = pd.Series([90.0, 91.0, 92.5])
+    lo, hi = sps.t.interval(0.95, len(base) - 1, loc=base.mean(), scale=sps.sem(base))
+    row = table.loc["loss.type=triplet"]
+    assert (row["n"], row["n_failed"]) == (3, 0)
+    assert (row["rank1_mean"], row["rank1_std"]) == (pytest.approx(91.166667), pytest.approx(1.258306))
+    assert (row["rank1_ci_low"], row["rank1_ci_high"]) == (pytest.approx(lo), pytest.approx(hi))
+    expat = table.loc["loss.type=expat"]
+    assert expat["rank1_test"] == "paired" and expat["rank1_diff"] == pytest.approx(4.0)  # seeds 1, 2: +4, +4
+    assert expat["mAP_diff"] == pytest.approx(7.0) and expat["rank1_p_holm"] == 0.0
+    assert table.loc["loss.type=expat_center", "rank1_test"] == "n/a"  # one finished seed: one pair, no test
+    tex = (out / "table.tex").read_text()
+    assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
+    lines = {line.split(" & ")[0]: line for line in tex.splitlines() if " & " in line}
+    assert lines["loss.type=expat"].startswith(r"loss.type=expat & 2 & 94.50 $\pm$ 0.71 & \textbf{87.50 $\pm$ 0.71} &")
+    assert lines[r"loss.type=expat\_center"].startswith(r"loss.type=expat\_center & 1 & \textbf{94.70} & 86.80 &")

@@ -189,3 +189,35 @@ def test_checkpoint_without_scheduler_state_resumes_at_the_schedule_step(tmp_pat
     lr = cfg(4).solver.lr
     assert [h["lr"] for h in resumed.history] == pytest.approx(
         [lr * lr_factor(t, [6], 0.5, 0.1, 5) for t in (2, 4, 6, 8)], rel=1e-12)
+
+
+def test_cli_eval_only_evaluates_the_checkpoint_and_no_resume_starts_over(tmp_path):
+    """``--eval-only`` prints the metrics of the model in ``checkpoint/last.pt`` (the epoch it reached and the final
+    metrics the training wrote, not an untrained model's) and writes nothing; ``--no-resume`` trains from scratch,
+    even with a setting the checkpoint was not trained with (which a resumed run refuses)."""
+    env = {"EXPAT_DATA_CACHE": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"}
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "core.train", "--config", "quick", f"run.output_dir={out}", "solver.epochs=1",
+           "data.synthetic_ids=16", "solver.max_steps_per_epoch=2", "eval.trials=2", "run.progress=false"]
+    run = lambda *flags: subprocess.run(cmd[:5] + list(flags) + cmd[5:], cwd=ROOT, env=env,  # noqa: E731
+                                        capture_output=True, text=True, timeout=300)
+    trained = run()
+    assert trained.returncode == 0, trained.stderr
+    final = json.loads((out / "metrics.json").read_text())
+    files = {p: p.read_bytes() for p in (out / "metrics.json", out / "history.jsonl", out / "checkpoint" / "last.pt")}
+
+    evaluated = run("--eval-only")
+    assert evaluated.returncode == 0, evaluated.stderr
+    (line,) = [s for s in evaluated.stdout.splitlines() if s.startswith("epoch ")]
+    printed = dict(item.rsplit(" ", 1) for item in line.split(" | "))
+    assert printed["epoch"] == "1"  # the checkpoint's epoch; an untrained model is at epoch 0
+    for key in ("rank1", "mAP", "mINP"):
+        assert printed[key] == f"{final[key]:.4g}", (key, printed, final)
+    assert {p: p.read_bytes() for p in files} == files  # evaluated only: nothing trained or rewritten
+
+    again = run("--no-resume", "loss.at_margin=0.5")
+    assert again.returncode == 0, again.stderr
+    assert "resumed from" not in again.stdout
+    assert [json.loads(s)["epoch"] for s in (out / "history.jsonl").read_text().splitlines()] == [1]
+    assert "at_margin: 0.5" in (out / "config.yaml").read_text()
+    assert torch.load(out / "checkpoint" / "last.pt", weights_only=False)["config"]["loss"]["at_margin"] == 0.5

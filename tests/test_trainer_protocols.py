@@ -155,6 +155,26 @@ def test_sysu_layout_is_evaluated_with_the_sysu_rule_and_the_configured_settings
     assert _differs(expected, _reference(_sqdist(qf, gf), q_pids, g_pids, market_keep))
 
 
+def test_sysu_all_settings_logs_rank1_and_map_of_each_of_the_four_settings():
+    """eval.sysu_all_settings=true: rank1_<mode>_<shot> and mAP_<mode>_<shot> of all four SYSU-MM01 settings, each
+    equal to the reference evaluation of that setting; the main metrics stay those of the configured setting."""
+    trainer, metrics = _trained("quick", {"eval.sysu_all_settings": True, "eval.sysu_mode": "indoor",
+                                          "eval.sysu_shot": "single", "eval.trials": 2, "eval.trial_seed": 3,
+                                          "eval.feat_norm": True, "eval.metric": "sqeuclidean"})
+    q_recs, g_recs = trainer.splits.query, trainer.splits.gallery
+    q_pids, q_cams, _ = _arrays(q_recs)
+    g_pids, g_cams, _ = _arrays(g_recs)
+    qf = _l2(_features(trainer.model, trainer.query_loader, q_recs))
+    gf = _l2(_features(trainer.model, trainer.gallery_loader, g_recs))
+    expected = {(mode, shot): _sysu_reference(qf, gf, q_pids, g_pids, q_cams, g_cams, mode, shot, 2, 3)
+                for mode in SYSU_CAMS for shot in ("single", "multi")}
+    for (mode, shot), ref in expected.items():
+        assert metrics[f"rank1_{mode}_{shot}"] == pytest.approx(ref["rank1"], abs=1e-4), (mode, shot)
+        assert metrics[f"mAP_{mode}_{shot}"] == pytest.approx(ref["mAP"], abs=1e-4), (mode, shot)
+    _assert_metrics(metrics, expected["indoor", "single"])
+    assert _differs(expected["all", "single"], expected["indoor", "single"])  # the settings are told apart here
+
+
 def _as_rgb(record):
     from dataclasses import replace
     return replace(record, modality=0)
