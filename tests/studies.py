@@ -33,31 +33,36 @@ def with_overrides(body: dict, **overrides) -> dict:
     return {**body, "overrides": {**body["overrides"], **{k.replace("__", "."): v for k, v in overrides.items()}}}
 
 
-def _study_cmd(workdir: Path, name: str, body: dict, extra: tuple[str, ...]) -> list[str]:
+def study_cmd(workdir: Path, name: str, body: dict, *extra: str, tracking: Path | None = None) -> list[str]:
+    """The command line of ``python -m ablation.run`` on ``body`` (written to ``workdir/<name>.yaml``) with 2 CPUs,
+    the MLflow store ``tracking`` (default ``workdir/mlflow.db``) and Ray's results under ``workdir/ray_results``."""
     path = workdir / f"{name}.yaml"
     path.write_text(yaml.safe_dump({**body, "name": name}))
     return [sys.executable, "-m", "ablation.run", "--study", str(path), "--num-cpus", "2",
-            "--tracking-uri", str(workdir / "mlflow.db"), "--storage-path", str(workdir / "ray_results"), *extra]
+            "--tracking-uri", str(tracking or workdir / "mlflow.db"), "--storage-path", str(workdir / "ray_results"),
+            *extra]
 
 
-def _env(workdir: Path, data_cache: Path | None) -> dict:
+def study_env(workdir: Path, data_cache: Path | None = None) -> dict:
+    """This environment with the project on the path and the data cache (default ``workdir/cache``)."""
     return {**os.environ, "EXPAT_DATA_CACHE": str(data_cache or workdir / "cache"), "PYTHONPATH": str(ROOT)}
 
 
 def run_study(workdir: Path, name: str, body: dict, *extra: str, data_cache: Path | None = None,
-              timeout: int = 600) -> subprocess.CompletedProcess:
-    """``python -m ablation.run`` on ``body`` (written to ``workdir/<name>.yaml``) with 2 CPUs, the MLflow store
-    ``workdir/mlflow.db`` and Ray's results under ``workdir/ray_results``; the report lands in ``workdir/outputs``."""
-    return subprocess.run(_study_cmd(workdir, name, body, extra), cwd=workdir, env=_env(workdir, data_cache),
-                          capture_output=True, text=True, timeout=timeout)
+              tracking: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """The study of ``study_cmd`` run to its end; the report lands in ``workdir/outputs``."""
+    return subprocess.run(study_cmd(workdir, name, body, *extra, tracking=tracking), cwd=workdir,
+                          env=study_env(workdir, data_cache), capture_output=True, text=True, timeout=timeout)
 
 
-def start_study(workdir: Path, name: str, body: dict, *extra: str, data_cache: Path | None = None) -> subprocess.Popen:
+def start_study(workdir: Path, name: str, body: dict, *extra: str, data_cache: Path | None = None,
+                tracking: Path | None = None) -> subprocess.Popen:
     """``run_study`` in the background, in its own session (``kill_session`` ends what is left of it), output to
     ``workdir/<name>.log``."""
     log = open(workdir / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen(_study_cmd(workdir, name, body, extra), cwd=workdir, env=_env(workdir, data_cache),
-                            stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return subprocess.Popen(study_cmd(workdir, name, body, *extra, tracking=tracking), cwd=workdir,
+                            env=study_env(workdir, data_cache), stdout=log, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
 
 
 def kill_session(proc: subprocess.Popen) -> None:
@@ -85,17 +90,18 @@ def output(proc: subprocess.CompletedProcess) -> str:
     return proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
-def client_of(workdir: Path) -> MlflowClient:
-    return MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
-
-
-def study_runs(workdir: Path, name: str) -> tuple[MlflowClient, list, list]:
-    """``(client, parent runs, child runs sorted by run name)`` of study ``name`` in ``workdir/mlflow.db``."""
-    client = client_of(workdir)
+def runs(tracking: Path, name: str) -> tuple[MlflowClient, list, list]:
+    """``(client, parent runs, child runs sorted by run name)`` of study ``name`` in the SQLite store ``tracking``."""
+    client = MlflowClient(f"sqlite:///{tracking}")
     exp = client.get_experiment_by_name(name)
     found = client.search_runs([exp.experiment_id], max_results=1000)
     return (client, [r for r in found if r.data.tags.get("kind") == "study"],
             sorted((r for r in found if r.data.tags.get("kind") == "trial"), key=lambda r: r.info.run_name))
+
+
+def study_runs(workdir: Path, name: str) -> tuple[MlflowClient, list, list]:
+    """``runs`` of study ``name`` in ``workdir/mlflow.db`` (where ``run_study`` logs by default)."""
+    return runs(workdir / "mlflow.db", name)
 
 
 def history(client: MlflowClient, run_id: str, key: str) -> list:

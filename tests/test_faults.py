@@ -7,7 +7,6 @@
 - two studies logging to one SQLite store at once;
 - an unwritable tracking store or storage path: refused before any training.
 """
-import json
 import os
 import signal
 import subprocess
@@ -16,13 +15,12 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
 
-from test_ablation_e2e import TINY as E2E_TINY
+from studies import ROOT, TINY as E2E_TINY
+from studies import kill_session, result_lines, run_study, runs, start_study, study_cmd, study_env
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parent.parent
 EPOCHS = 2
 # The end-to-end tests' tiny study, for EPOCHS epochs and three losses.
 # Every epoch's checkpoint goes to Tune, so a killed or interrupted trial continues from the epoch it reached.
@@ -30,52 +28,8 @@ TINY = {**E2E_TINY, "overrides": {**E2E_TINY["overrides"], "solver.epochs": EPOC
         "axes": {"loss.type": ["triplet", "bnneck", "expat"]}, "checkpoint_interval_s": 0}
 
 
-def _env(data_cache: Path) -> dict:
-    return {**os.environ, "EXPAT_DATA_CACHE": str(data_cache), "PYTHONPATH": str(ROOT)}
-
-
-def study_cmd(workdir: Path, name: str, body: dict, *extra: str, tracking: Path | None = None) -> list[str]:
-    path = workdir / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({**body, "name": name}))
-    return [sys.executable, "-m", "ablation.run", "--study", str(path), "--num-cpus", "2",
-            "--tracking-uri", str(tracking or workdir / "mlflow.db"), "--storage-path", str(workdir / "ray_results"),
-            *extra]
-
-
-def run_study(workdir: Path, name: str, body: dict, *extra: str, data_cache: Path, timeout: int = 600, **kw):
-    return subprocess.run(study_cmd(workdir, name, body, *extra, **kw), cwd=workdir, env=_env(data_cache),
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def start_study(workdir: Path, name: str, body: dict, *extra: str, data_cache: Path, **kw) -> subprocess.Popen:
-    log = open(workdir / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen(study_cmd(workdir, name, body, *extra, **kw), cwd=workdir, env=_env(data_cache),
-                            stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-
-
-def runs(tracking: Path, study: str):
-    client = MlflowClient(f"sqlite:///{tracking}")
-    exp = client.get_experiment_by_name(study)
-    found = client.search_runs([exp.experiment_id], max_results=1000)
-    return (client, [r for r in found if r.data.tags.get("kind") == "study"],
-            sorted((r for r in found if r.data.tags.get("kind") == "trial"), key=lambda r: r.info.run_name))
-
-
 def steps(client: MlflowClient, run_id: str, key: str) -> list[int]:
     return [m.step for m in client.get_metric_history(run_id, key)]
-
-
-def result_lines(trial_dir: Path) -> list[dict]:
-    path = trial_dir / "result.json"
-    if not path.is_file():
-        return []
-    lines = []
-    for line in path.read_text().splitlines():
-        try:
-            lines.append(json.loads(line))
-        except json.JSONDecodeError:  # a line being written
-            break
-    return lines
 
 
 def wait_for_result(storage: Path, pattern: str, proc: subprocess.Popen, min_iteration: int = 1,
@@ -107,14 +61,6 @@ def assert_complete(client: MlflowClient, run, epochs: int = EPOCHS) -> None:
 def model_metrics(run) -> dict:
     """The final metrics that depend on the model only (not the wall-clock ones: images_per_sec, time_epoch)."""
     return {k: v for k, v in run.data.metrics.items() if k not in ("images_per_sec", "time_epoch")}
-
-
-def kill_session(proc: subprocess.Popen) -> None:
-    """Stop whatever is left of a study we started in its own session (Ray processes of a killed driver)."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +106,7 @@ def test_raising_and_nan_trials_fail_with_a_reason_and_the_study_goes_on(tmp_pat
             "axes": {"loss.type": ["expat"], "loss.metric_weight": [1.0, 1e39], "model.pretrained": ["", str(weights)]},
             "baseline": {}}
     proc = subprocess.run(study_cmd(tmp_path, "faulty", body), cwd=tmp_path, capture_output=True, text=True,
-                          timeout=600, env={**_env(data_cache), "EXPAT_TEST_EIO_FILE": str(weights),
+                          timeout=600, env={**study_env(tmp_path, data_cache), "EXPAT_TEST_EIO_FILE": str(weights),
                                             "PYTHONPATH": os.pathsep.join([str(hook), str(ROOT)])})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "1/4 trials finished, 3 failed" in proc.stdout
@@ -287,7 +233,7 @@ def test_ctrl_c_prints_the_resume_hint_and_nothing_from_ray(tmp_path, data_cache
     body = {**TINY, "overrides": {**TINY["overrides"], "solver.epochs": 50}, "axes": {"loss.type": ["triplet"]}}
     cmd = study_cmd(tmp_path, "ctrl_c", body, "--no-report")
     with open(tmp_path / "stdout.log", "w") as out, open(tmp_path / "stderr.log", "w") as err:
-        proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(data_cache), stdout=out, stderr=err,
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=study_env(tmp_path, data_cache), stdout=out, stderr=err,
                                 start_new_session=True)
         try:
             wait_for_result(tmp_path / "ray_results", "run_trial_*", proc)
@@ -316,7 +262,7 @@ def test_drivers_opening_one_new_sqlite_store_at_once_all_succeed(tmp_path):
     errors in all of them); the first use is serialised, so each driver finds or builds the schema cleanly."""
     uri = f"sqlite:///{tmp_path / 'fresh.db'}"
     code = "import sys; from ablation.tracking import open_tracking_store; open_tracking_store(sys.argv[1])"
-    procs = [subprocess.Popen([sys.executable, "-c", code, uri], cwd=ROOT, env=_env(tmp_path / "cache"),
+    procs = [subprocess.Popen([sys.executable, "-c", code, uri], cwd=ROOT, env=study_env(tmp_path),
                               stderr=subprocess.PIPE, text=True) for _ in range(4)]
     errors = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
     assert all(code == 0 for code, _ in errors), [err[-800:] for _, err in errors]
@@ -361,7 +307,7 @@ def test_unwritable_tracking_store_or_storage_path_is_refused_before_training(tm
     cmd = study_cmd(tmp_path, "unwritable", TINY)
     cmd[cmd.index(which) + 1] = str(bad)
     ray_tmp = tmp_path / "ray_tmp"  # where a local Ray would put its session: it must never start
-    proc = subprocess.run(cmd, cwd=tmp_path, env={**_env(data_cache), "RAY_TMPDIR": str(ray_tmp)},
+    proc = subprocess.run(cmd, cwd=tmp_path, env={**study_env(tmp_path, data_cache), "RAY_TMPDIR": str(ray_tmp)},
                           capture_output=True, text=True, timeout=300)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-3000:]
