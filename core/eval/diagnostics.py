@@ -113,6 +113,14 @@ def angle_diagnostics(query_feats, gallery_feats, q_pids, g_pids, exclude: Exclu
     return summarize_angles(*pair_angles(query_feats, gallery_feats, q_pids, g_pids, exclude, max_pairs, seed))
 
 
+def angle_samples(pos: np.ndarray, neg: np.ndarray, size: int = SAMPLE_SIZE, seed: int = 0) -> dict[str, list]:
+    """At most ``size`` positive and ``size`` negative angles (a fixed-seed draw without replacement), sorted and
+    rounded to 0.01 degree: small enough for a run artifact, enough to draw their distributions."""
+    rng = np.random.default_rng(seed)
+    pick = (lambda a: rng.choice(a, size, replace=False) if a.size > size else a)
+    return {"pos": np.round(np.sort(pick(pos)), 2).tolist(), "neg": np.round(np.sort(pick(neg)), 2).tolist()}
+
+
 def feature_norms(feats, modality) -> dict[int, tuple[float, float]]:
     """``{modality: (mean, std)}`` of the rows' L2 norms (population std), per modality present."""
     n = np.linalg.norm(as_numpy(feats).astype(np.float64, copy=False), axis=1)
