@@ -64,7 +64,8 @@ def analysis_sections(info: StudyInfo, trials, agg, paths: dict[str, Path]) -> t
 def build_report(study: str, tracking_uri: str, out_dir: str | Path, parent_run_id: str | None = None,
                  log_to_mlflow: bool = True) -> Path:
     """Write report.md, metrics_bar.png, learning_curves.png, trials.csv, table.csv and table.tex (plus
-    interaction.png or importance.png where the study has them) to ``out_dir``; return report.md.
+    interaction.png or importance.png where the study has them, and angles.png and diagnostics.png where its
+    trials logged diagnostics: ``reports.diagnostics``) to ``out_dir``; return report.md.
 
     With ``log_to_mlflow`` the files are also logged under ``report/`` of the parent run. Logging an
     artifact does not touch a run's status or end time, so a FINISHED study run stays FINISHED.
