@@ -14,8 +14,8 @@ from mlflow.entities import Metric, Param  # noqa: E402
 
 from core.names import DIAG_SAMPLES_ARTIFACT  # noqa: E402
 from reports.build import build_report  # noqa: E402
-from reports.collect import collect_trials  # noqa: E402
-from reports.diagnostics import OFF_NOTE, correlations  # noqa: E402
+from reports.collect import collect_trials, load_run_json  # noqa: E402
+from reports.diagnostics import OFF_NOTE, correlations, pooled_samples  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*noload.*")
 T0 = 1_800_000_000_000
@@ -110,3 +110,14 @@ def test_a_study_without_diagnostics_says_so_and_has_no_plots_or_columns(reports
     assert "## Diagnostics\n\n" + OFF_NOTE in text
     assert not (folder / "angles.png").exists() and not (folder / "diagnostics.png").exists()
     assert not any(c.startswith(("diag.", "train.")) for c in next(csv.reader(open(folder / "table.csv"))))
+
+
+def test_angle_samples_are_read_back_and_pooled_over_each_rows_finished_seeds(store):
+    info, trials = collect_trials("with_diag", store)
+    per_run = {r: load_run_json(info, r, DIAG_SAMPLES_ARTIFACT) for r in trials["run_id"]}
+    assert sum(v is None for v in per_run.values()) == 1  # the failed trial logged none
+    pooled = pooled_samples(trials, ["loss.type=triplet", "loss.type=expat"], per_run)
+    assert sorted(pooled["loss.type=triplet"]["pos"]) == [10.0] * 3 + [20.0] * 3
+    assert sorted(pooled["loss.type=expat"]["neg"]) == [90.0] * 3 + [100.0] * 3
+    assert load_run_json(info, trials["run_id"][0], "no/such.json") is None
+
