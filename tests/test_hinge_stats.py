@@ -73,3 +73,15 @@ def test_criterion_accumulates_over_steps_names_each_term_and_leaves_the_loss_al
     assert set(got) == {"train.active_hinge_triplet", "train.ap_angle_triplet", "train.an_angle_triplet"}
     assert got["train.active_hinge_triplet"] == pytest.approx((2 + 4) / 8)
     assert crit.pop_diagnostics() == {}  # read once per epoch, then start over
+
+
+def test_anchors_without_a_negative_are_not_counted():
+    stats = HingeStats()
+    loss = TripletLoss(margin=0.1)
+    attach(loss, stats)
+    loss(FEAT, torch.zeros(4, dtype=torch.long))  # one identity: no anchor has a negative, no triplet
+    assert stats.pop() is None
+    loss(FEAT, torch.zeros(4, dtype=torch.long))
+    loss(FEAT, LABELS)  # the hand-worked batch: only its 4 anchors count
+    assert stats.pop() == pytest.approx({"active_hinge": 0.5, "ap_angle": AP_MEAN, "an_angle": AN_MEAN}, abs=1e-3)
+

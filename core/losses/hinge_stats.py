@@ -21,15 +21,18 @@ class HingeStats:
         self._sums: Optional[torch.Tensor] = None
 
     @torch.no_grad()
-    def add(self, active: torch.Tensor, cos_ap: torch.Tensor, cos_an: torch.Tensor) -> None:
+    def add(self, active: torch.Tensor, cos_ap: torch.Tensor, cos_an: torch.Tensor,
+            weight: Optional[torch.Tensor] = None) -> None:
         """One step's mined triplets: ``active`` (bool, per anchor: its loss > 0) and the cosines between each
-        anchor and its mined positive / negative."""
+        anchor and its mined positive / negative; ``weight`` (bool or float per anchor, default 1) counts only
+        some rows without selecting them (a boolean selection would wait for the device)."""
         if active.numel() == 0:
             return
+        w = torch.ones_like(cos_ap, dtype=torch.float32) if weight is None else weight.float()
         deg = 180.0 / math.pi
-        sums = torch.stack([active.new_ones((), dtype=torch.float32) * active.numel(), active.float().sum(),
-                            cos_ap.float().clamp(-1, 1).acos().sum() * deg,
-                            cos_an.float().clamp(-1, 1).acos().sum() * deg])
+        sums = torch.stack([w.sum(), (active.float() * w).sum(),
+                            (cos_ap.float().clamp(-1, 1).acos() * w).sum() * deg,
+                            (cos_an.float().clamp(-1, 1).acos() * w).sum() * deg])
         self._sums = sums if self._sums is None else self._sums + sums
 
     def pop(self) -> Optional[dict[str, float]]:
@@ -39,6 +42,8 @@ class HingeStats:
             return None
         n, active, ap, an = self._sums.tolist()
         self._sums = None
+        if n == 0:  # every anchor lacked a positive or a negative
+            return None
         return {"active_hinge": active / n, "ap_angle": ap / n, "an_angle": an / n}
 
 

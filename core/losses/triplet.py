@@ -40,14 +40,14 @@ class TripletLoss(nn.Module):
 
     def forward(self, feat: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         d_ap, d_an, valid, i_ap, i_an = self._mine(feat, labels)
-        d_ap, d_an = d_ap[valid], d_an[valid]
+        # Every row first (an anchor without a positive or negative gets -inf, so 0), then the valid ones: the
+        # diagnostics weigh the rows by ``valid`` instead of selecting them, which would wait for the device.
         if self.soft_margin:
             per_anchor = F.softplus(d_ap - d_an)
         else:
             per_anchor = F.relu(d_ap - d_an + self.margin)
         if self.hinge_stats is not None:  # the mined pairs' angles, whatever distance mined them
-            anchors = feat.detach()[valid]
-            self.hinge_stats.add(per_anchor.detach() > 0,
-                                 F.cosine_similarity(anchors, feat.detach()[i_ap[valid]]),
-                                 F.cosine_similarity(anchors, feat.detach()[i_an[valid]]))
-        return mean_or_zero(per_anchor, feat)
+            f = feat.detach()
+            self.hinge_stats.add(per_anchor.detach() > 0, F.cosine_similarity(f, f[i_ap]),
+                                 F.cosine_similarity(f, f[i_an]), weight=valid)
+        return mean_or_zero(per_anchor[valid], feat)
