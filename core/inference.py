@@ -9,8 +9,8 @@ from core.config import Config
 from core.data import DatasetError, DatasetSplits
 from core.eval import evaluate_rank, evaluate_regdb_both, evaluate_sysu, metrics_to_percent, normalize, \
     pairwise_distance
-from core.eval.diagnostics import EVAL_MAX_PAIRS, angle_samples, feature_norms, modality_gap, pair_angles, \
-    summarize_angles
+from core.eval.diagnostics import EVAL_MAX_PAIRS, EVAL_MAX_PER_IDENTITY, angle_samples, modality_gap, norm_stats, \
+    pair_angles, per_identity_sample, summarize_angles
 from core.eval.sysu import GALLERY_CAMS, SHOT_SIZE, sysu_exclusion
 from core.names import DIAG_PREFIX, EVAL_METRICS, MODALITY_NAMES, REGDB_DIRECTIONS
 
@@ -63,17 +63,22 @@ def diagnostics(cfg: Config, qf, gf, q, g, raw, pooled) -> tuple[dict[str, float
     """``(diag.* metrics, angle samples)`` of one evaluation (core.eval.diagnostics): angles over the pairs the
     protocol counts (``_DIAG_PAIRS``; a fixed-seed sample of whole queries beyond ``EVAL_MAX_PAIRS``), the norms of
     the test feature before ``eval.feat_norm`` (``raw``) and of the pooled pre-neck feature per modality, and on
-    cross-modal data the modality gap of the features as the evaluation ranks them (``qf``, ``gf``)."""
+    cross-modal data the modality gap of the features as the evaluation ranks them (``qf``, ``gf``; a fixed-seed
+    sample of ``EVAL_MAX_PER_IDENTITY`` images per identity and modality)."""
     entry = dataset_entry(cfg)
     pos, neg, min_neg, max_pos = pair_angles(*_DIAG_PAIRS[entry.protocol](qf, gf, q, g, cfg.eval),
                                              max_pairs=EVAL_MAX_PAIRS)
     out = summarize_angles(pos, neg, min_neg, max_pos)
     mods = np.concatenate([q[2], g[2]])
     for prefix, (fq, fg) in (("", raw), ("pooled_", pooled)):
-        for m, (mean, std) in feature_norms(torch.cat([fq, fg]), mods).items():
+        for m, (mean, std) in norm_stats(torch.cat([fq.norm(dim=1), fg.norm(dim=1)]), mods).items():
             out[f"{prefix}norm_{MODALITY_NAMES[m]}_mean"], out[f"{prefix}norm_{MODALITY_NAMES[m]}_std"] = mean, std
     if entry.cross_modal:
-        out.update(modality_gap(torch.cat([qf, gf]), np.concatenate([q[0], g[0]]), mods))
+        pids = np.concatenate([q[0], g[0]])
+        rows = per_identity_sample(pids, mods, EVAL_MAX_PER_IDENTITY)
+        split = np.searchsorted(rows, len(qf))  # rows are ascending: the query rows first, then the gallery's
+        feats = torch.cat([qf[torch.from_numpy(rows[:split])], gf[torch.from_numpy(rows[split:] - len(qf))]])
+        out.update(modality_gap(feats, pids[rows], mods[rows]))
     return {DIAG_PREFIX + k: v for k, v in out.items()}, angle_samples(pos, neg)
 
 
@@ -83,7 +88,7 @@ def diagnostics(cfg: Config, qf, gf, q, g, raw, pooled) -> tuple[dict[str, float
 # cross-camera pairs.
 _DIAG_PAIRS = {
     REID: lambda qf, gf, q, g, e: (qf, gf, q[0], g[0], lambda rows: q[1][rows, None] == g[1][None, :]),
-    SYSU: lambda qf, gf, q, g, e: _sysu_pairs(qf, gf, q, g, np.flatnonzero(np.isin(g[1], GALLERY_CAMS[e.sysu_mode]))),
+    SYSU: lambda qf, gf, q, g, e: (qf, gf, q[0], g[0], _sysu_pairs(q[1], g[1], e.sysu_mode)),
     REGDB: lambda qf, gf, q, g, e: _regdb_pairs(torch.cat([qf, gf]), np.concatenate([q[0], g[0]]),
                                                 np.concatenate([q[2], g[2]]) == _QUERY_MODALITY[e.regdb_direction]),
 }
@@ -92,8 +97,12 @@ _DIAG_PAIRS = {
 _QUERY_MODALITY = {"v2t": 0, "t2v": 1}  # RegDB: which modality queries in each direction (0 visible, 1 thermal)
 
 
-def _sysu_pairs(qf, gf, q, g, pool: np.ndarray):
-    return qf, gf[torch.from_numpy(pool)], q[0], g[0][pool], sysu_exclusion(q[1], g[1][pool])
+def _sysu_pairs(q_cams: np.ndarray, g_cams: np.ndarray, mode: str):
+    """SYSU's exclusion over the whole gallery: images outside the mode's cameras, and camera 2 for a camera-3
+    query (excluded rather than indexed out: a copy of the gallery would cost more than the diagnostics)."""
+    outside = ~np.isin(g_cams, GALLERY_CAMS[mode])[None, :]
+    rule = sysu_exclusion(q_cams, g_cams)
+    return (lambda rows: outside) if rule is None else (lambda rows: outside | rule(rows))
 
 
 def _regdb_pairs(feats: torch.Tensor, pids: np.ndarray, is_query: np.ndarray):

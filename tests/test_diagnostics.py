@@ -145,3 +145,25 @@ def test_modality_angle_shift_is_cross_minus_within_same_identity_angles():
 def test_modality_gap_needs_both_modalities():
     with pytest.raises(ValueError, match="both modalities"):
         modality_gap(np.eye(2), [1, 2], [0, 0])
+
+
+def test_angle_auc_equals_the_direct_pairwise_count_with_many_ties():
+    from core.eval.diagnostics import angle_auc
+    rng = np.random.default_rng(5)
+    pos, neg = rng.integers(0, 12, 300).astype(float), rng.integers(4, 20, 500).astype(float)  # whole degrees: ties
+    count = (pos[:, None] < neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    assert angle_auc(pos, neg) == pytest.approx(count / (pos.size * neg.size), abs=1e-12)
+    assert math.isnan(angle_auc(pos, np.zeros(0)))
+
+
+def test_per_identity_sample_keeps_at_most_that_many_rows_per_identity_and_modality():
+    from core.eval.diagnostics import per_identity_sample
+    pids = np.array([1, 1, 1, 1, 1, 2, 2, 3])
+    mods = np.array([0, 0, 0, 1, 1, 0, 1, 1])
+    rows = per_identity_sample(pids, mods, 2, seed=4)
+    assert list(rows) == sorted(rows)
+    kept = [(pids[r], mods[r]) for r in rows]
+    assert sorted(kept) == [(1, 0), (1, 0), (1, 1), (1, 1), (2, 0), (2, 1), (3, 1)]  # 3 RGB of identity 1 -> 2
+    assert set(rows) >= {3, 4, 5, 6, 7}  # groups within the size keep every row
+    assert list(per_identity_sample(pids, mods, 5)) == list(range(8))
+    assert list(per_identity_sample(pids, mods, 2, seed=4)) == list(rows)  # fixed seed

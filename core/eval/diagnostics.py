@@ -13,13 +13,14 @@ from __future__ import annotations
 from typing import Callable, Union
 
 import numpy as np
-from scipy import stats
 
 from core.eval.rank import as_numpy
 
 #: Pairs (query x gallery) that an evaluation's diagnostics look at: beyond this, a fixed-seed sample of whole
 #: queries. Sized so the diagnostics cost stays under 5% of the evaluation (benchmarks/bench_eval.py measures it).
-EVAL_MAX_PAIRS = 400_000
+EVAL_MAX_PAIRS = 100_000
+#: Images per identity and modality that an evaluation's modality gap looks at (a fixed-seed sample).
+EVAL_MAX_PER_IDENTITY = 10
 #: Positive and negative angles kept from the last evaluation for the report's distribution plots.
 SAMPLE_SIZE = 4000
 
@@ -27,15 +28,22 @@ Exclude = Union[np.ndarray, Callable[[np.ndarray], "np.ndarray | None"], None]
 _CHUNK_ELEMS = 1 << 20  # query x gallery entries per chunk: bounds the float64 temporaries to ~8 MB each
 
 
+def _floats(x) -> np.ndarray:
+    """float64 stays float64 (exact hand-made cases); anything else is float32, as the test features are: a float64
+    copy of a Market-sized gallery would cost more than the diagnostics themselves."""
+    x = as_numpy(x)
+    return x if x.dtype == np.float64 else x.astype(np.float32, copy=False)
+
+
 def _unit_rows(x) -> np.ndarray:
-    x = as_numpy(x).astype(np.float64, copy=False)
+    x = _floats(x)
     if x.ndim != 2:
         raise ValueError(f"features must be 2-D [N, D], got shape {x.shape}")
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def _degrees(cos: np.ndarray) -> np.ndarray:
-    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+    return np.degrees(np.arccos(np.clip(cos.astype(np.float64, copy=False), -1.0, 1.0)))
 
 
 def _excluded(exclude: Exclude, rows: np.ndarray, shape: tuple[int, int]) -> np.ndarray | None:
@@ -52,9 +60,9 @@ def pair_angles(query_feats, gallery_feats, q_pids, g_pids, exclude: Exclude = N
     over the counted query x gallery pairs (``exclude`` True = not counted). Queries without a counted positive
     (negative) get ``-inf`` (``+inf``). With ``max_pairs`` and more pairs than that, only a fixed-seed sample of
     ``max(1, max_pairs // gallery)`` whole queries is looked at."""
-    q, g = _unit_rows(query_feats), _unit_rows(gallery_feats)
+    q, g = _floats(query_feats), _floats(gallery_feats)
     qp, gp = as_numpy(q_pids).ravel(), as_numpy(g_pids).ravel()
-    if q.shape[1] != g.shape[1] or len(q) != qp.size or len(g) != gp.size:
+    if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1] or len(q) != qp.size or len(g) != gp.size:
         raise ValueError(f"shapes do not agree: query {q.shape} with {qp.size} pids, gallery {g.shape} with "
                          f"{gp.size} pids")
     rows = np.arange(len(q))
@@ -62,10 +70,16 @@ def pair_angles(query_feats, gallery_feats, q_pids, g_pids, exclude: Exclude = N
         take = min(len(q), max(1, max_pairs // max(1, len(g))))
         rows = np.sort(np.random.default_rng(seed).choice(len(q), size=take, replace=False))
     pos, neg, min_neg, max_pos = [], [], [], []
+    # cosines as products over the norms: normalising the gallery itself would copy all of it
+    q_norm = np.maximum(np.linalg.norm(q[rows], axis=1), 1e-12)
+    g_norm = np.maximum(np.linalg.norm(g, axis=1), 1e-12)
     step = max(1, _CHUNK_ELEMS // max(1, len(g)))
     for s in range(0, rows.size, step):
         r = rows[s:s + step]
-        angle = _degrees(q[r] @ g.T)
+        cos = q[r] @ g.T
+        cos /= q_norm[s:s + step, None]
+        cos /= g_norm[None, :]
+        angle = _degrees(cos)
         same = qp[r, None] == gp[None, :]
         keep = ~ex if (ex := _excluded(exclude, r, angle.shape)) is not None else np.ones(angle.shape, dtype=bool)
         is_pos, is_neg = same & keep, ~same & keep
@@ -85,13 +99,25 @@ def _summary(prefix: str, angles: np.ndarray) -> dict[str, float]:
             f"{prefix}_angle_p50": float(p50), f"{prefix}_angle_p95": float(p95)}
 
 
+def angle_auc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """AUC of the angle as a same-identity score: P(positive angle < negative angle), ties one half; the
+    Mann-Whitney U of the negatives over the positives divided by the number of (positive, negative) pairs
+    (``scipy.stats.mannwhitneyu(neg, pos).statistic / (len(pos) * len(neg))``). Counted with one sort of the
+    negatives and two binary searches per positive: scipy ranks both samples together with a stable argsort, which
+    costs about ten times more on an evaluation's pairs."""
+    if not (pos.size and neg.size):
+        return float("nan")
+    ordered = np.sort(neg)
+    at_most = np.searchsorted(ordered, pos, side="right")  # negatives <= each positive
+    below = np.searchsorted(ordered, pos, side="left")  # negatives < each positive
+    greater, ties = neg.size * pos.size - at_most.sum(), (at_most - below).sum()
+    return float((greater + 0.5 * ties) / (pos.size * neg.size))
+
+
 def summarize_angles(pos: np.ndarray, neg: np.ndarray, min_neg: np.ndarray, max_pos: np.ndarray) -> dict[str, float]:
     """The keys of :func:`angle_diagnostics` from :func:`pair_angles`' output."""
     out = {**_summary("pos", pos), **_summary("neg", neg)}
-    # AUC of the angle as a same-identity score = P(positive angle < negative angle), ties one half: the
-    # Mann-Whitney U of the negatives over the positives, divided by the number of (positive, negative) pairs.
-    out["angle_auc"] = (float(stats.mannwhitneyu(neg, pos, method="asymptotic").statistic) / (pos.size * neg.size)
-                        if pos.size and neg.size else float("nan"))
+    out["angle_auc"] = angle_auc(pos, neg)
     both = np.isfinite(min_neg) & np.isfinite(max_pos)  # queries with a counted positive and a counted negative
     margin = min_neg[both] - max_pos[both]
     out["separable_fraction"] = float(np.mean(margin > 0)) if margin.size else float("nan")
@@ -123,9 +149,23 @@ def angle_samples(pos: np.ndarray, neg: np.ndarray, size: int = SAMPLE_SIZE, see
 
 def feature_norms(feats, modality) -> dict[int, tuple[float, float]]:
     """``{modality: (mean, std)}`` of the rows' L2 norms (population std), per modality present."""
-    n = np.linalg.norm(as_numpy(feats).astype(np.float64, copy=False), axis=1)
-    mods = as_numpy(modality).ravel()
+    return norm_stats(np.linalg.norm(_floats(feats), axis=1), modality)
+
+
+def norm_stats(norms, modality) -> dict[int, tuple[float, float]]:
+    """:func:`feature_norms` from the rows' norms (a caller holding the features in parts need not join them)."""
+    n, mods = as_numpy(norms).astype(np.float64).ravel(), as_numpy(modality).ravel()
     return {int(m): (float(n[mods == m].mean()), float(n[mods == m].std())) for m in np.unique(mods)}
+
+
+def per_identity_sample(pids, modality, size: int, seed: int = 0) -> np.ndarray:
+    """Ascending row indices of a fixed-seed sample of at most ``size`` rows per (identity, modality)."""
+    ids, mods = as_numpy(pids).ravel(), as_numpy(modality).ravel()
+    _, group = np.unique(np.stack([ids, mods], axis=1), axis=0, return_inverse=True)
+    group = group.ravel()
+    order = np.lexsort((np.random.default_rng(seed).random(group.size), group))  # random order inside a group
+    first = np.searchsorted(group[order], group[order], side="left")
+    return np.sort(order[np.arange(order.size) - first < size])
 
 
 def modality_gap(feats, pids, modality) -> dict[str, float]:
@@ -134,14 +174,15 @@ def modality_gap(feats, pids, modality) -> dict[str, float]:
     ``modality_gap``: distance between the RGB and IR centroids divided by the mean distance of a feature to its
     own modality's centroid. ``modality_angle_shift``: mean angle (degrees) of same-identity pairs across modalities
     minus that of same-identity pairs within one modality. Not the angle between the centroids: a BN neck centres
-    the features, so its centroids sit near zero and their angle is noise.
+    the features, so its centroids sit near zero and their angle is noise. (An evaluation passes a
+    :func:`per_identity_sample` of its features.)
     """
-    x = as_numpy(feats).astype(np.float64, copy=False)
+    x = _floats(feats)
     mods, ids = as_numpy(modality).ravel(), as_numpy(pids).ravel()
     if not ((mods == 0).any() and (mods == 1).any()):
         raise ValueError("modality_gap needs features of both modalities (0 = RGB, 1 = IR)")
-    centre = {m: x[mods == m].mean(axis=0) for m in (0, 1)}
-    spread = np.concatenate([np.linalg.norm(x[mods == m] - centre[m], axis=1) for m in (0, 1)]).mean()
+    centre = {m: x[mods == m].mean(axis=0, dtype=np.float64) for m in (0, 1)}
+    spread = np.concatenate([np.linalg.norm(x[mods == m] - centre[m].astype(x.dtype), axis=1) for m in (0, 1)]).mean()
     gap = float(np.linalg.norm(centre[0] - centre[1]) / max(spread, 1e-12))
     # Same-identity pairs only: one small Gram matrix per identity instead of an N x N one.
     u = _unit_rows(x)
