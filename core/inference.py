@@ -16,18 +16,19 @@ from core.names import DIAG_PREFIX, EVAL_METRICS, MODALITY_NAMES, REGDB_DIRECTIO
 
 
 @torch.inference_mode()
-def extract_features(model: torch.nn.Module, loader, device: torch.device, pooled: bool = False) -> tuple:
+def extract_features(model: torch.nn.Module, loader, device: torch.device, norms: bool = False) -> tuple:
     """Test features in record order, each image through its own modality's BN (CS-BN is modality-specific):
-    ``(features, pids, camids, modalities)``, and with ``pooled`` the pre-neck pooled features of the same forward
-    pass as a fifth element."""
+    ``(features, pids, camids, modalities)``; with ``norms`` also the L2 norms of each test feature and of its
+    pre-neck pooled feature (the same forward pass), taken batch by batch so the pooled features are never kept."""
     was_training = model.training
     model.eval()
-    feats, pools, pids, camids, mods = [], [], [], [], []
+    feats, feat_norms, pooled_norms, pids, camids, mods = [], [], [], [], [], []
     for batch in loader:
         images, modality = batch["images"].to(device, non_blocking=True), batch["modality"].to(device)
-        if pooled:
-            feat, pool = model.test_and_pooled(images, modality=modality)
-            pools.append(pool.float().cpu())
+        if norms:
+            feat, pooled = model.test_and_pooled(images, modality=modality)
+            feat_norms.append(feat.float().norm(dim=1).cpu())
+            pooled_norms.append(pooled.float().norm(dim=1).cpu())
         else:
             feat = model(images, modality=modality)
         feats.append(feat.float().cpu())
@@ -36,7 +37,7 @@ def extract_features(model: torch.nn.Module, loader, device: torch.device, poole
         mods.append(batch["modality"].numpy())
     model.train(was_training)
     out = (torch.cat(feats), np.concatenate(pids), np.concatenate(camids), np.concatenate(mods))
-    return (*out, torch.cat(pools)) if pooled else out
+    return (*out, torch.cat(feat_norms), torch.cat(pooled_norms)) if norms else out
 
 
 def evaluate(model: torch.nn.Module, cfg: Config, splits: DatasetSplits, query_loader, gallery_loader,
@@ -44,34 +45,35 @@ def evaluate(model: torch.nn.Module, cfg: Config, splits: DatasetSplits, query_l
     """Rank-k, mAP and mINP in percent under the dataset's protocol; with ``eval.diagnostics`` also the ``diag.*``
     metrics of :func:`diagnostics`, and ``samples`` (when given) receives their angle samples."""
     diag = cfg.eval.diagnostics
-    qf, q_pids, q_cams, q_mods, *q_pool = extract_features(model, query_loader, device, pooled=diag)
-    gf, g_pids, g_cams, g_mods, *g_pool = extract_features(model, gallery_loader, device, pooled=diag)
-    raw = (qf, gf)
+    qf, q_pids, q_cams, q_mods, *q_norms = extract_features(model, query_loader, device, norms=diag)
+    gf, g_pids, g_cams, g_mods, *g_norms = extract_features(model, gallery_loader, device, norms=diag)
     if cfg.eval.feat_norm:
         qf, gf = normalize(qf), normalize(gf)
     q, g = (q_pids, q_cams, q_mods), (g_pids, g_cams, g_mods)
     out = _PROTOCOLS[dataset_entry(cfg).protocol](qf, gf, q, g, cfg.eval)
     if diag:
-        metrics, angles = diagnostics(cfg, qf, gf, q, g, raw, (q_pool[0], g_pool[0]))
+        norms = {"": torch.cat([q_norms[0], g_norms[0]]), "pooled_": torch.cat([q_norms[1], g_norms[1]])}
+        metrics, angles = diagnostics(cfg, qf, gf, q, g, norms)
         out.update(metrics)
         if samples is not None:
             samples.update(angles)
     return out
 
 
-def diagnostics(cfg: Config, qf, gf, q, g, raw, pooled) -> tuple[dict[str, float], dict[str, list]]:
+def diagnostics(cfg: Config, qf, gf, q, g, norms: dict) -> tuple[dict[str, float], dict[str, list]]:
     """``(diag.* metrics, angle samples)`` of one evaluation (core.eval.diagnostics): angles over the pairs the
-    protocol counts (``_DIAG_PAIRS``; a fixed-seed sample of whole queries beyond ``EVAL_MAX_PAIRS``), the norms of
-    the test feature before ``eval.feat_norm`` (``raw``) and of the pooled pre-neck feature per modality, and on
-    cross-modal data the modality gap of the features as the evaluation ranks them (``qf``, ``gf``; a fixed-seed
-    sample of ``EVAL_MAX_PER_IDENTITY`` images per identity and modality)."""
+    protocol counts (``_DIAG_PAIRS``; a fixed-seed sample of whole queries beyond ``EVAL_MAX_PAIRS``); per modality
+    the mean and std of ``norms`` (``{"": test-feature norms before eval.feat_norm, "pooled_": pre-neck norms}``,
+    query rows then gallery rows, as :func:`extract_features` takes them); on cross-modal data the modality gap of
+    the features as the evaluation ranks them (``qf``, ``gf``; a fixed-seed sample of ``EVAL_MAX_PER_IDENTITY``
+    images per identity and modality)."""
     entry = dataset_entry(cfg)
     pos, neg, min_neg, max_pos = pair_angles(*_DIAG_PAIRS[entry.protocol](qf, gf, q, g, cfg.eval),
                                              max_pairs=EVAL_MAX_PAIRS)
     out = summarize_angles(pos, neg, min_neg, max_pos)
     mods = np.concatenate([q[2], g[2]])
-    for prefix, (fq, fg) in (("", raw), ("pooled_", pooled)):
-        for m, (mean, std) in norm_stats(torch.cat([fq.norm(dim=1), fg.norm(dim=1)]), mods).items():
+    for prefix, values in norms.items():
+        for m, (mean, std) in norm_stats(values, mods).items():
             out[f"{prefix}norm_{MODALITY_NAMES[m]}_mean"], out[f"{prefix}norm_{MODALITY_NAMES[m]}_std"] = mean, std
     if entry.cross_modal:
         pids = np.concatenate([q[0], g[0]])

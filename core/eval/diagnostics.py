@@ -160,9 +160,8 @@ def norm_stats(norms, modality) -> dict[int, tuple[float, float]]:
 
 def per_identity_sample(pids, modality, size: int, seed: int = 0) -> np.ndarray:
     """Ascending row indices of a fixed-seed sample of at most ``size`` rows per (identity, modality)."""
-    ids, mods = as_numpy(pids).ravel(), as_numpy(modality).ravel()
-    _, group = np.unique(np.stack([ids, mods], axis=1), axis=0, return_inverse=True)
-    group = group.ravel()
+    ids, mods = as_numpy(pids).ravel().astype(np.int64), as_numpy(modality).ravel().astype(np.int64)
+    _, group = np.unique(ids * 2 + mods, return_inverse=True)  # one integer per (identity, modality 0 or 1)
     order = np.lexsort((np.random.default_rng(seed).random(group.size), group))  # random order inside a group
     first = np.searchsorted(group[order], group[order], side="left")
     return np.sort(order[np.arange(order.size) - first < size])
