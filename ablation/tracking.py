@@ -160,6 +160,9 @@ class TrialRun:
     def log_text(self, text: str, artifact_file: str) -> None:
         retry(lambda: self.client.log_text(self.run_id, text, artifact_file))
 
+    def log_dict(self, mapping: dict, artifact_file: str) -> None:
+        retry(lambda: self.client.log_dict(self.run_id, mapping, artifact_file))
+
     def finish(self) -> None:
         retry(lambda: self.client.set_terminated(self.run_id, "FINISHED"))
 

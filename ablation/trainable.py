@@ -25,7 +25,7 @@ from core.config import ConfigError, to_yaml
 from core.effective import effective_params, resolve
 from core.data import DatasetError
 from core.engine import NonFiniteLossError, train
-from core.names import EVAL_METRICS
+from core.names import DIAG_SAMPLES_ARTIFACT, EVAL_METRICS
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def run_trial(config: dict[str, Any], ctx: StudyContext) -> None:
         tune.report(result, checkpoint=checkpoint)
 
     try:
-        train(cfg, reporter=reporter, checkpoint_dir=str(ckpt_dir), resume=True, log=lambda s: None)
+        result = train(cfg, reporter=reporter, checkpoint_dir=str(ckpt_dir), resume=True, log=lambda s: None)
     except _DETERMINISTIC as exc:
         # Retrying cannot help (NaN loss, bad data): record the reason and end the trial without a Tune retry.
         reason = f"{type(exc).__name__}: {exc}"
@@ -104,6 +104,8 @@ def run_trial(config: dict[str, Any], ctx: StudyContext) -> None:
         raise  # Tune retries from the last checkpoint (FailureConfig.max_failures); the run is reopened then
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    if result.angle_samples:  # the report draws the angle distributions of the last evaluation from it
+        run.log_dict(result.angle_samples, DIAG_SAMPLES_ARTIFACT)
     run.finish()
 
 

@@ -124,6 +124,8 @@ class EvalConfig:
     split: Literal["test", "val"] = "test"
     val_fraction: float = 0.2
     val_seed: int = 0
+    # angle, norm and modality-gap diagnostics of the evaluated features (core.eval.diagnostics): diag.* metrics
+    diagnostics: bool = True
 
 
 @dataclass

@@ -36,6 +36,8 @@ class TrainResult:
     final: dict  # metrics of the last epoch (with the last evaluation)
     history: list = field(default_factory=list)  # one metrics dict per epoch
     checkpoint_dir: Optional[str] = None
+    # the last evaluation's angle samples ({"pos": [...], "neg": [...]}, degrees) with eval.diagnostics, else {}
+    angle_samples: dict = field(default_factory=dict)
 
 
 def seed_everything(seed: int) -> None:
@@ -82,6 +84,8 @@ class Trainer:
         self.train_loader, self.query_loader, self.gallery_loader = build_loaders(cfg, self.splits)
         self.model = build_model(cfg, self.splits.num_train_pids).to(self.device)
         self.criterion = build_loss(cfg, self.splits.num_train_pids, self.model.feat_dim).to(self.device)
+        if cfg.eval.diagnostics:  # active hinges and mined-pair angles per epoch (train.* metrics)
+            self.criterion.enable_diagnostics()
         s = cfg.solver
         self.optimizer = build_optimizer(self.model, s.optimizer, s.lr, s.weight_decay, s.bias_lr_factor,
                                          s.weight_decay_bias)
@@ -91,6 +95,7 @@ class Trainer:
         self.epoch = 0  # last finished epoch
         self.iteration = 0
         self.history: list[dict] = []
+        self.angle_samples: dict = {}  # of the last evaluation (core.inference.diagnostics)
 
     # --- state -------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -145,7 +150,8 @@ class Trainer:
             if self.reporter:
                 self.reporter(self.epoch, metrics, ckpt)
         final = dict(self.history[-1]) if self.history else {}
-        return TrainResult(final=final, history=self.history, checkpoint_dir=self.checkpoint_dir)
+        return TrainResult(final=final, history=self.history, checkpoint_dir=self.checkpoint_dir,
+                           angle_samples=self.angle_samples)
 
     def train_one_epoch(self) -> dict:
         cfg, s = self.cfg, self.cfg.solver
@@ -183,6 +189,7 @@ class Trainer:
         metrics = {"epoch": self.epoch, "lr": lr, "images_per_sec": images / max(elapsed, 1e-9),
                    "time_epoch": elapsed}
         metrics.update({k: v / max(steps, 1) for k, v in sums.items()})
+        metrics.update(self.criterion.pop_diagnostics())  # one device read per epoch
         return metrics
 
     def train_step(self, batch: dict) -> dict[str, float]:
@@ -213,7 +220,9 @@ class Trainer:
         return out
 
     def evaluate(self) -> dict[str, float]:
-        return evaluate(self.model, self.cfg, self.splits, self.query_loader, self.gallery_loader, self.device)
+        self.angle_samples = {}
+        return evaluate(self.model, self.cfg, self.splits, self.query_loader, self.gallery_loader, self.device,
+                        samples=self.angle_samples)
 
 
 def format_metrics(m: dict) -> str:

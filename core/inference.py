@@ -9,36 +9,107 @@ from core.config import Config
 from core.data import DatasetError, DatasetSplits
 from core.eval import evaluate_rank, evaluate_regdb_both, evaluate_sysu, metrics_to_percent, normalize, \
     pairwise_distance
-from core.eval.sysu import GALLERY_CAMS, SHOT_SIZE
-from core.names import EVAL_METRICS, REGDB_DIRECTIONS
+from core.eval.diagnostics import EVAL_MAX_PAIRS, EVAL_MAX_PER_IDENTITY, angle_samples, modality_gap, norm_stats, \
+    pair_angles, per_identity_sample, summarize_angles
+from core.eval.sysu import GALLERY_CAMS, SHOT_SIZE, sysu_exclusion
+from core.names import DIAG_PREFIX, EVAL_METRICS, MODALITY_NAMES, REGDB_DIRECTIONS
 
 
 @torch.inference_mode()
-def extract_features(model: torch.nn.Module, loader, device: torch.device) -> tuple[torch.Tensor, np.ndarray,
-                                                                                     np.ndarray, np.ndarray]:
-    """Test features in record order, each image through its own modality's BN (CS-BN is modality-specific)."""
+def extract_features(model: torch.nn.Module, loader, device: torch.device, norms: bool = False) -> tuple:
+    """Test features in record order, each image through its own modality's BN (CS-BN is modality-specific):
+    ``(features, pids, camids, modalities)``; with ``norms`` also the L2 norms of each test feature and of its
+    pre-neck pooled feature (the same forward pass), taken batch by batch so the pooled features are never kept."""
     was_training = model.training
     model.eval()
-    feats, pids, camids, mods = [], [], [], []
+    feats, feat_norms, pooled_norms, pids, camids, mods = [], [], [], [], [], []
     for batch in loader:
-        images = batch["images"].to(device, non_blocking=True)
-        feats.append(model(images, modality=batch["modality"].to(device)).float().cpu())
+        images, modality = batch["images"].to(device, non_blocking=True), batch["modality"].to(device)
+        if norms:
+            feat, pooled = model.test_and_pooled(images, modality=modality)
+            feat_norms.append(feat.float().norm(dim=1).cpu())
+            pooled_norms.append(pooled.float().norm(dim=1).cpu())
+        else:
+            feat = model(images, modality=modality)
+        feats.append(feat.float().cpu())
         pids.append(batch["pids"].numpy())
         camids.append(batch["camids"].numpy())
         mods.append(batch["modality"].numpy())
     model.train(was_training)
-    return torch.cat(feats), np.concatenate(pids), np.concatenate(camids), np.concatenate(mods)
+    out = (torch.cat(feats), np.concatenate(pids), np.concatenate(camids), np.concatenate(mods))
+    return (*out, torch.cat(feat_norms), torch.cat(pooled_norms)) if norms else out
 
 
 def evaluate(model: torch.nn.Module, cfg: Config, splits: DatasetSplits, query_loader, gallery_loader,
-             device: torch.device) -> dict[str, float]:
-    """Rank-k, mAP and mINP in percent under the dataset's protocol."""
-    qf, q_pids, q_cams, q_mods = extract_features(model, query_loader, device)
-    gf, g_pids, g_cams, g_mods = extract_features(model, gallery_loader, device)
+             device: torch.device, samples: dict | None = None) -> dict[str, float]:
+    """Rank-k, mAP and mINP in percent under the dataset's protocol; with ``eval.diagnostics`` also the ``diag.*``
+    metrics of :func:`diagnostics`, and ``samples`` (when given) receives their angle samples."""
+    diag = cfg.eval.diagnostics
+    qf, q_pids, q_cams, q_mods, *q_norms = extract_features(model, query_loader, device, norms=diag)
+    gf, g_pids, g_cams, g_mods, *g_norms = extract_features(model, gallery_loader, device, norms=diag)
     if cfg.eval.feat_norm:
         qf, gf = normalize(qf), normalize(gf)
     q, g = (q_pids, q_cams, q_mods), (g_pids, g_cams, g_mods)
-    return _PROTOCOLS[dataset_entry(cfg).protocol](qf, gf, q, g, cfg.eval)
+    out = _PROTOCOLS[dataset_entry(cfg).protocol](qf, gf, q, g, cfg.eval)
+    if diag:
+        norms = {"": torch.cat([q_norms[0], g_norms[0]]), "pooled_": torch.cat([q_norms[1], g_norms[1]])}
+        metrics, angles = diagnostics(cfg, qf, gf, q, g, norms)
+        out.update(metrics)
+        if samples is not None:
+            samples.update(angles)
+    return out
+
+
+def diagnostics(cfg: Config, qf, gf, q, g, norms: dict) -> tuple[dict[str, float], dict[str, list]]:
+    """``(diag.* metrics, angle samples)`` of one evaluation (core.eval.diagnostics): angles over the pairs the
+    protocol counts (``_DIAG_PAIRS``; a fixed-seed sample of whole queries beyond ``EVAL_MAX_PAIRS``); per modality
+    the mean and std of ``norms`` (``{"": test-feature norms before eval.feat_norm, "pooled_": pre-neck norms}``,
+    query rows then gallery rows, as :func:`extract_features` takes them); on cross-modal data the modality gap of
+    the features as the evaluation ranks them (``qf``, ``gf``; a fixed-seed sample of ``EVAL_MAX_PER_IDENTITY``
+    images per identity and modality)."""
+    entry = dataset_entry(cfg)
+    pos, neg, min_neg, max_pos = pair_angles(*_DIAG_PAIRS[entry.protocol](qf, gf, q, g, cfg.eval),
+                                             max_pairs=EVAL_MAX_PAIRS)
+    out = summarize_angles(pos, neg, min_neg, max_pos)
+    mods = np.concatenate([q[2], g[2]])
+    for prefix, values in norms.items():
+        for m, (mean, std) in norm_stats(values, mods).items():
+            out[f"{prefix}norm_{MODALITY_NAMES[m]}_mean"], out[f"{prefix}norm_{MODALITY_NAMES[m]}_std"] = mean, std
+    if entry.cross_modal:
+        pids = np.concatenate([q[0], g[0]])
+        rows = per_identity_sample(pids, mods, EVAL_MAX_PER_IDENTITY)
+        split = np.searchsorted(rows, len(qf))  # rows are ascending: the query rows first, then the gallery's
+        feats = torch.cat([qf[torch.from_numpy(rows[:split])], gf[torch.from_numpy(rows[split:] - len(qf))]])
+        out.update(modality_gap(feats, pids[rows], mods[rows]))
+    return {DIAG_PREFIX + k: v for k, v in out.items()}, angle_samples(pos, neg)
+
+
+# protocol (core.catalogue) -> the pairs its diagnostics count: (query features, gallery features, query pids,
+# gallery pids, exclusion). Cross-modal protocols pair one modality with the other (SYSU: IR queries against the
+# mode's RGB cameras, camera-3 queries ignoring camera 2; RegDB: the configured direction); Market/Duke count the
+# cross-camera pairs.
+_DIAG_PAIRS = {
+    REID: lambda qf, gf, q, g, e: (qf, gf, q[0], g[0], lambda rows: q[1][rows, None] == g[1][None, :]),
+    SYSU: lambda qf, gf, q, g, e: (qf, gf, q[0], g[0], _sysu_pairs(q[1], g[1], e.sysu_mode)),
+    REGDB: lambda qf, gf, q, g, e: _regdb_pairs(torch.cat([qf, gf]), np.concatenate([q[0], g[0]]),
+                                                np.concatenate([q[2], g[2]]) == _QUERY_MODALITY[e.regdb_direction]),
+}
+
+
+_QUERY_MODALITY = {"v2t": 0, "t2v": 1}  # RegDB: which modality queries in each direction (0 visible, 1 thermal)
+
+
+def _sysu_pairs(q_cams: np.ndarray, g_cams: np.ndarray, mode: str):
+    """SYSU's exclusion over the whole gallery: images outside the mode's cameras, and camera 2 for a camera-3
+    query (excluded rather than indexed out: a copy of the gallery would cost more than the diagnostics)."""
+    outside = ~np.isin(g_cams, GALLERY_CAMS[mode])[None, :]
+    rule = sysu_exclusion(q_cams, g_cams)
+    return (lambda rows: outside) if rule is None else (lambda rows: outside | rule(rows))
+
+
+def _regdb_pairs(feats: torch.Tensor, pids: np.ndarray, is_query: np.ndarray):
+    """The configured direction's queries (visible for v2t, thermal for t2v) against the other modality."""
+    return feats[torch.from_numpy(is_query)], feats[torch.from_numpy(~is_query)], pids[is_query], pids[~is_query], None
 
 
 def _reid(qf, gf, q, g, e) -> dict[str, float]:

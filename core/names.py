@@ -16,7 +16,33 @@ LOSS_METRICS = ("loss", "loss_id", "loss_metric", "loss_center")  # lower is bet
 # reverse. One spelling: the values of eval.regdb_direction, the eval module's keys and the metric-name suffixes.
 REGDB_DIRECTIONS = ("v2t", "t2v")
 REGDB_DIRECTION_METRICS = tuple(f"{m}_{d}" for d in REGDB_DIRECTIONS for m in ("rank1", "mAP"))
-EPOCH_METRICS = (*LOSS_METRICS, "lr", *EVAL_METRICS, "epoch", *REGDB_DIRECTION_METRICS)
+# Embedding diagnostics of every evaluation (core.eval.diagnostics), under one prefix so that MLflow's compare view
+# lists them together: angles in degrees between L2-normalised features of the pairs the protocol counts.
+DIAG_PREFIX = "diag."
+DIAG_ANGLE_KEYS = (*(f"{kind}_angle_{stat}" for kind in ("pos", "neg") for stat in ("mean", "p5", "p50", "p95")),
+                   "angle_auc", "separable_fraction", "margin_mean")
+MODALITY_NAMES = ("rgb", "ir")  # modality 0 and 1 (docs/ARCHITECTURE.md); single-modality data is all "rgb"
+# L2 norms per modality of the test feature (before eval.feat_norm) and of the pre-neck pooled feature
+DIAG_NORM_KEYS = tuple(f"{feat}norm_{m}_{stat}" for feat in ("", "pooled_") for m in MODALITY_NAMES
+                       for stat in ("mean", "std"))
+DIAG_GAP_KEYS = ("modality_gap", "modality_angle_shift")  # cross-modal data only
+DIAG_METRICS = tuple(DIAG_PREFIX + k for k in (*DIAG_ANGLE_KEYS, *DIAG_NORM_KEYS, *DIAG_GAP_KEYS))
+#: The run artifact holding the last evaluation's positive and negative angle samples: {"pos": [...], "neg": [...]}.
+DIAG_SAMPLES_ARTIFACT = "diagnostics/angles.json"
+# Per-epoch means over the batches of each loss term that mines triplets: the fraction of anchors whose hinge is
+# active and the mean anchor-positive / anchor-negative angle (degrees) of the mined pairs.
+MINING_TERMS = ("triplet", "expat", "expat_bidir")
+TRAIN_STATS = ("active_hinge", "ap_angle", "an_angle")
+
+
+def train_metric(stat: str, term: str) -> str:
+    """``train.<stat>_<term>``: the per-epoch metric of one training diagnostic of one mining loss term."""
+    return f"train.{stat}_{term}"
+
+
+TRAIN_METRICS = tuple(train_metric(stat, term) for term in MINING_TERMS for stat in TRAIN_STATS)
+EPOCH_METRICS = (*LOSS_METRICS, "lr", *EVAL_METRICS, "epoch", *REGDB_DIRECTION_METRICS, *DIAG_METRICS,
+                 *TRAIN_METRICS)
 
 
 def metric_mode(metric: str) -> str:

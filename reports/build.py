@@ -18,6 +18,7 @@ from core.names import tracking_uri
 from ablation.store import retry
 from reports.collect import (ReportError, StudyInfo, collect_trials, finished_mask, load_history, study_client,
                              table_trials)
+from reports.diagnostics import build_section as diagnostics_section
 from reports.effects import (IMPORTANCE_EVALUATOR, best_trial, interaction_means, main_effects, param_importance,
                              value_order, varied_keys)
 from reports.exports import table_frame, write_csv, write_tex
@@ -63,7 +64,8 @@ def analysis_sections(info: StudyInfo, trials, agg, paths: dict[str, Path]) -> t
 def build_report(study: str, tracking_uri: str, out_dir: str | Path, parent_run_id: str | None = None,
                  log_to_mlflow: bool = True) -> Path:
     """Write report.md, metrics_bar.png, learning_curves.png, trials.csv, table.csv and table.tex (plus
-    interaction.png or importance.png where the study has them) to ``out_dir``; return report.md.
+    interaction.png or importance.png where the study has them, and angles.png and diagnostics.png where its
+    trials logged diagnostics: ``reports.diagnostics``) to ``out_dir``; return report.md.
 
     With ``log_to_mlflow`` the files are also logged under ``report/`` of the parent run. Logging an
     artifact does not touch a run's status or end time, so a FINISHED study run stays FINISHED.
@@ -79,7 +81,8 @@ def build_report(study: str, tracking_uri: str, out_dir: str | Path, parent_run_
     comps = comparisons(trials, agg, compared_metrics(agg, info.metric), info.baseline)
     history = load_history(info, trials[finished_mask(trials)], CURVE_METRICS)
     all_trials.to_csv(paths["trials"], index=False)
-    write_csv(table_frame(trials, agg, comps), paths["csv"])
+    diag_section, diag_figures, csv_agg = diagnostics_section(info, trials, all_trials, agg, out)
+    write_csv(table_frame(trials, csv_agg, comps), paths["csv"])  # with the diagnostics' columns
     write_tex(agg, comps, info.baseline, paths["tex"], caption=f"Study {study}")
     plot_metric_bars(agg, paths["bars"])
     plot_learning_curves(history, paths["curves"], list(agg.index), CURVE_METRICS)
@@ -87,6 +90,7 @@ def build_report(study: str, tracking_uri: str, out_dir: str | Path, parent_run_
     # search trials (the refit trials of the table all share one configuration).
     explored = all_trials[all_trials["phase"] == "search"] if (all_trials["phase"] == "refit").any() else trials
     sections, figures = analysis_sections(info, explored.reset_index(drop=True), agg, paths)
+    sections, figures = sections + [diag_section], figures + diag_figures
     meta = {"parent_run_id": info.parent_run_id, "tracking_uri": info.tracking_uri, "metric": info.metric,
             "mode": info.mode, "group_keys": info.group_keys, "baseline": info.baseline,
             "selection": _selection_note(info.selection, all_trials),

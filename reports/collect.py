@@ -16,7 +16,9 @@ import os
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # the machines have no internet; set before import
 
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 from mlflow import MlflowClient
@@ -208,3 +210,16 @@ def table_trials(trials: pd.DataFrame) -> pd.DataFrame:
     evaluated on the validation split and are not results."""
     refit = trials["phase"] == "refit"
     return trials[refit].reset_index(drop=True) if refit.any() else trials
+
+
+def load_run_json(info: StudyInfo, run_id: str, artifact_path: str) -> dict | None:
+    """The JSON artifact ``artifact_path`` of one run (e.g. ``core.names.DIAG_SAMPLES_ARTIFACT``), or ``None`` when
+    the run has no such file (listed first: a missing file is an answer, not a failure to retry)."""
+    client = study_client(info)
+    folder = str(Path(artifact_path).parent) if "/" in artifact_path else None
+    listed = retry(lambda: client.list_artifacts(run_id, folder))
+    if artifact_path not in {f.path for f in listed}:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        local = retry(lambda: client.download_artifacts(run_id, artifact_path, tmp))
+        return json.loads(Path(local).read_text(encoding="utf-8"))

@@ -75,7 +75,8 @@ def curve_stats(history: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot_learning_curves(history: pd.DataFrame, path: Path, groups: Sequence[str],
-                         metrics: Sequence[str] = ("rank1", "mAP", "loss")) -> Path:
+                         metrics: Sequence[str] = ("rank1", "mAP", "loss"),
+                         title: str = "Learning curves (mean over seeds, shaded ± std)") -> Path:
     """One panel per metric, metric vs epoch, one line per group (mean over seeds, shaded ± std where >1 seed).
 
     Eval metrics are often logged every few epochs only, so points are marked: a line between two evals is an
@@ -99,7 +100,7 @@ def plot_learning_curves(history: pd.DataFrame, path: Path, groups: Sequence[str
         ax.grid(alpha=0.3)
         if not ax.lines:
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="gray")
-    fig.suptitle("Learning curves (mean over seeds, shaded ± std)")
+    fig.suptitle(title)
     fig.tight_layout()
     legend = {}  # label -> handle, over all panels (a group may lack one metric)
     for ax in axes[0]:

@@ -67,11 +67,14 @@ def test_trials_hand_tune_at_most_one_checkpoint_per_interval_and_always_their_l
 
 
 def test_failed_trial_is_recorded_and_the_study_goes_on(tmp_path):
-    body = {**TINY, "axes": {"loss.type": ["expat"], "loss.metric_weight": [1.0, 1e39]}, "baseline": {}}
+    # eval.diagnostics=false here as well (this study's launch is shared): no diag.* / train.* metric, no angle
+    # samples, and a report that says why its Diagnostics section is empty
+    body = {**TINY, "axes": {"loss.type": ["expat"], "loss.metric_weight": [1.0, 1e39]}, "baseline": {},
+            "overrides": {**TINY["overrides"], "eval.diagnostics": False}}
     proc = run_study(tmp_path, "fails", body)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "1 failed" in proc.stdout
-    _, parents, children = study_runs(tmp_path, "fails")
+    client, parents, children = study_runs(tmp_path, "fails")
     assert parents[0].info.status == "FINISHED"
     by_weight = {r.data.params["loss.metric_weight"]: r for r in children}
     assert by_weight["1.0"].info.status == "FINISHED"
@@ -80,6 +83,12 @@ def test_failed_trial_is_recorded_and_the_study_goes_on(tmp_path):
     assert "NonFiniteLossError" in failed.data.tags["failure_reason"]
     report = (tmp_path / "outputs" / "reports" / "fails" / "report.md").read_text()
     assert "NonFiniteLossError" in report
+    finished = by_weight["1.0"]
+    assert finished.data.metrics["rank1"] >= 0 and finished.data.params["eval.diagnostics"] == "False"
+    assert not [k for k in finished.data.metrics if k.startswith(("diag.", "train."))]
+    assert [a.path for a in client.list_artifacts(finished.info.run_id, "diagnostics")] == []
+    assert "## Diagnostics\n\nNo diagnostics: no finished trial logged `diag.*` metrics" in report
+    assert not (tmp_path / "outputs" / "reports" / "fails" / "angles.png").exists()
 
 
 def test_search_selects_on_validation_and_the_table_is_the_refit_on_test(tmp_path):

@@ -176,3 +176,53 @@ def report_row(report: str, group: str) -> str:
     (line,) = [line for line in table.splitlines()
                if line.startswith("| ") and line.split("|")[1].strip().split(" (baseline)")[0] == group]
     return line
+
+
+
+def test_every_evaluated_epoch_logs_every_diag_metric_and_the_trial_its_angle_samples(study):
+    """Generated SYSU data is cross-modal: all 21 diag.* metrics (angles, separability, norms of both modalities
+    and of the pre-neck feature, modality gap), and the train.* counters of the trial's mining loss term, at every
+    epoch (eval.every=1); the angle samples of the last evaluation as one JSON artifact."""
+    import json
+    from core.names import DIAG_METRICS, DIAG_SAMPLES_ARTIFACT, MINING_TERMS, TRAIN_STATS
+    assert len(DIAG_METRICS) == 21 and {"diag.pos_angle_mean", "diag.neg_angle_p5", "diag.angle_auc",
+                                        "diag.norm_ir_mean", "diag.modality_angle_shift"} <= set(DIAG_METRICS)
+    client = study["client"]
+    for run in study["children"]:
+        hist = study["histories"][run.info.run_id]
+        for key in DIAG_METRICS:
+            assert [m.step for m in hist.get(key, [])] == list(range(1, EPOCHS + 1)), (run.info.run_name, key)
+        train_keys = [k for k in hist if k.startswith("train.")]
+        # one mining term per trial here (triplet or bi-directional expAT), with its three per-epoch statistics
+        assert any(set(train_keys) == {f"train.{stat}_{term}" for stat in TRAIN_STATS} for term in MINING_TERMS), \
+            train_keys
+        assert all([m.step for m in hist[k]] == list(range(1, EPOCHS + 1)) for k in train_keys)
+        samples = json.loads(open(client.download_artifacts(run.info.run_id, DIAG_SAMPLES_ARTIFACT, dst_path=str(
+            study["workdir"] / run.info.run_id))).read())
+        pos, neg = samples["pos"], samples["neg"]
+        assert 0 < len(pos) <= 4000 and 0 < len(neg) <= 4000 and pos == sorted(pos)
+        assert all(0 <= a <= 180 for a in pos + neg)
+        if len(pos) < 4000:  # every positive angle of the last evaluation: its mean is the last logged mean
+            assert statistics.mean(pos) == pytest.approx(hist["diag.pos_angle_mean"][-1].value, abs=0.01)
+
+
+def test_the_studys_report_shows_the_diagnostics_beside_rank1(study):
+    """The report ablation.run wrote for the study: the Diagnostics table holds, per row, the mean and sample std
+    of the trials' final diag.* metrics (read back from the runs here), both plots and the correlation table."""
+    folder = study["workdir"] / "outputs" / "reports" / NAME
+    report = (folder / "report.md").read_text()
+    section = report.split("## Diagnostics")[1].split("\n## ")[0]
+    for group in {r.data.tags["group"] for r in study["children"]}:
+        finals = [r.data.metrics for r in study["children"] if r.data.tags["group"] == group]
+        pos = [m["diag.pos_angle_mean"] for m in finals]
+        auc = [m["diag.angle_auc"] for m in finals]
+        row = next(line for line in section.splitlines() if line.startswith(f"| {group} |"))
+        cells = [c.strip() for c in row.split("|")[1:-1]]
+        assert cells[2] == f"{statistics.mean(pos):.3g} ± {statistics.stdev(pos):.2g}", (row, pos)
+        assert cells[4] == f"{statistics.mean(auc):.3g} ± {statistics.stdev(auc):.2g}", (row, auc)
+    assert "modality gap" in section and "norm IR" in section  # generated SYSU data is cross-modal
+    assert "![Angle distributions at the last evaluation](angles.png)" in section
+    assert (folder / "angles.png").stat().st_size > 0 and (folder / "diagnostics.png").stat().st_size > 0
+    assert "| `diag.angle_auc` |" in section.split("Which diagnostic tracks accuracy")[1]
+    with open(folder / "table.csv") as f:
+        assert "diag.modality_gap_mean" in next(csv.reader(f))

@@ -236,3 +236,112 @@ def test_market_layout_removes_same_pid_same_camera_and_keeps_distractors():
     expected = _reference(_sqdist(qf, gf), q_pids, g_pids, ~same_view)
     _assert_metrics(m, expected)
     assert _differs(expected, _reference(_sqdist(qf, gf), q_pids, g_pids, np.ones_like(same_view)))
+
+
+# --- embedding diagnostics (diag.*) -----------------------------------------------------------------------------
+def _angle_reference(qf, gf, q_pids, g_pids, keep) -> dict:
+    """The diag angle metrics of the pairs ``keep`` by hand: degrees between L2-normalised rows, the AUC as a direct
+    count over every (positive, negative) pair (ties one half), the margins query by query."""
+    angle = np.degrees(np.arccos(np.clip(_l2(qf) @ _l2(gf).T, -1.0, 1.0)))
+    same = q_pids[:, None] == g_pids[None, :]
+    pos, neg = angle[same & keep], angle[~same & keep]
+    auc = ((pos[:, None] < neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()) / (pos.size * neg.size)
+    margins = np.array([angle[i][~same[i] & keep[i]].min() - angle[i][same[i] & keep[i]].max()
+                        for i in range(len(q_pids)) if (same[i] & keep[i]).any() and (~same[i] & keep[i]).any()])
+    return {"diag.pos_angle_mean": pos.mean(), "diag.pos_angle_p50": np.median(pos), "diag.neg_angle_mean": neg.mean(),
+            "diag.neg_angle_p95": np.percentile(neg, 95), "diag.angle_auc": auc,
+            "diag.separable_fraction": np.mean(margins > 0), "diag.margin_mean": margins.mean()}
+
+
+def _assert_diag(got: dict, expected: dict):
+    for k, v in expected.items():
+        assert got[k] == pytest.approx(v, abs=1e-3), (k, got[k], v)
+
+
+@torch.no_grad()
+def _pooled(model, loader) -> np.ndarray:
+    """The pre-neck feature by hand: the backbone's map, average-pooled (no neck, so no modality)."""
+    model.eval()
+    images = torch.cat([b["images"] for b in loader])
+    return torch.nn.functional.adaptive_avg_pool2d(model.backbone(images), 1).flatten(1).double().numpy()
+
+
+def _norms(feats, mods, m) -> tuple:
+    n = np.linalg.norm(feats[mods == m], axis=1)
+    return n.mean(), n.std()
+
+
+def test_sysu_diagnostics_pair_ir_queries_with_the_modes_rgb_cameras_under_the_camera_rule():
+    from core.eval.diagnostics import EVAL_MAX_PAIRS
+    trainer, m = _trained("quick", {"eval.sysu_mode": "indoor", "eval.feat_norm": False, "eval.trials": 1})
+    q_recs, g_recs = trainer.splits.query, trainer.splits.gallery
+    q_pids, q_cams, q_mods = _arrays(q_recs)
+    g_pids, g_cams, g_mods = _arrays(g_recs)
+    assert len(q_recs) * len(g_recs) <= EVAL_MAX_PAIRS  # every pair counts: no sampling in this test
+    qf = _features(trainer.model, trainer.query_loader, q_recs)
+    gf = _features(trainer.model, trainer.gallery_loader, g_recs)
+    in_mode = np.isin(g_cams, SYSU_CAMS["indoor"])[None, :]
+    cam_rule = (q_cams[:, None] == 3) & (g_cams[None, :] == 2)
+    expected = _angle_reference(qf, gf, q_pids, g_pids, in_mode & ~cam_rule)
+    _assert_diag(m, expected)
+    # both parts of the pair rule change the numbers here, so the equality above would catch the loss of either
+    for other in (in_mode & np.ones_like(cam_rule), np.ones_like(cam_rule) & ~cam_rule):
+        assert abs(_angle_reference(qf, gf, q_pids, g_pids, other)["diag.neg_angle_mean"]
+                   - expected["diag.neg_angle_mean"]) > 1e-3
+    # norms per modality: the test feature (no eval.feat_norm here) and the pooled pre-neck feature
+    feats, mods = np.concatenate([qf, gf]), np.concatenate([q_mods, g_mods])
+    pooled = np.concatenate([_pooled(trainer.model, trainer.query_loader),
+                             _pooled(trainer.model, trainer.gallery_loader)])
+    for name, mod in (("rgb", 0), ("ir", 1)):
+        for prefix, f in (("", feats), ("pooled_", pooled)):
+            mean, std = _norms(f, mods, mod)
+            assert m[f"diag.{prefix}norm_{name}_mean"] == pytest.approx(mean, rel=1e-4)
+            assert m[f"diag.{prefix}norm_{name}_std"] == pytest.approx(std, rel=1e-3)
+    # modality gap, on the evaluation's sample of at most EVAL_MAX_PER_IDENTITY images per identity and modality
+    # (core.eval.diagnostics.per_identity_sample, tested by hand on its own): centroid distance over the mean
+    # distance to one's own modality centroid
+    from core.eval.diagnostics import EVAL_MAX_PER_IDENTITY, per_identity_sample
+    pids = np.concatenate([q_pids, g_pids])
+    rows = per_identity_sample(pids, mods, EVAL_MAX_PER_IDENTITY)
+    assert len(rows) < len(pids)  # the sample leaves images out in this data
+    feats, mods, pids = feats[rows], mods[rows], pids[rows]
+    centre = [feats[mods == k].mean(axis=0) for k in (0, 1)]
+    spread = np.mean([np.linalg.norm(x - centre[k]) for x, k in zip(feats, mods)])
+    assert m["diag.modality_gap"] == pytest.approx(np.linalg.norm(centre[0] - centre[1]) / spread, rel=1e-4)
+    # angle shift: same-identity pairs across modalities minus those within one modality
+    angle = np.degrees(np.arccos(np.clip(_l2(feats) @ _l2(feats).T, -1.0, 1.0)))
+    pair = np.triu(pids[:, None] == pids[None, :], k=1)
+    across = mods[:, None] != mods[None, :]
+    shift = angle[pair & across].mean() - angle[pair & ~across].mean()
+    assert m["diag.modality_angle_shift"] == pytest.approx(shift, abs=1e-3)
+    # the angle samples of the last evaluation: here every counted angle (fewer than the sample size)
+    same = q_pids[:, None] == g_pids[None, :]
+    keep = in_mode & ~cam_rule
+    all_pos = np.sort(np.degrees(np.arccos(np.clip(_l2(qf) @ _l2(gf).T, -1, 1)))[same & keep])
+    assert trainer.angle_samples["pos"] == pytest.approx(all_pos, abs=0.011)
+
+
+def test_market_diagnostics_count_the_cross_camera_pairs():
+    trainer, m = _trained("quick_market", {"eval.feat_norm": True})
+    q_recs, g_recs = trainer.splits.query, trainer.splits.gallery
+    q_pids, q_cams, _ = _arrays(q_recs)
+    g_pids, g_cams, _ = _arrays(g_recs)
+    qf = _features(trainer.model, trainer.query_loader, q_recs)
+    gf = _features(trainer.model, trainer.gallery_loader, g_recs)
+    cross_camera = q_cams[:, None] != g_cams[None, :]
+    expected = _angle_reference(qf, gf, q_pids, g_pids, cross_camera)
+    _assert_diag(m, expected)
+    ranking_rule = ~((q_pids[:, None] == g_pids[None, :]) & ~cross_camera)  # what the rank metrics drop
+    assert abs(_angle_reference(qf, gf, q_pids, g_pids, ranking_rule)["diag.neg_angle_mean"]
+               - expected["diag.neg_angle_mean"]) > 1e-3
+    assert not any(k.startswith("diag.norm_ir") or k.startswith("diag.modality") for k in m)  # one modality
+    norms = np.linalg.norm(np.concatenate([qf, gf]), axis=1)  # before eval.feat_norm, which makes them all 1
+    assert m["diag.norm_rgb_mean"] == pytest.approx(norms.mean(), rel=1e-4)
+    assert m["diag.norm_rgb_std"] == pytest.approx(norms.std(), rel=1e-3)
+
+
+def test_diagnostics_off_logs_no_diag_or_train_metrics():
+    trainer, _ = _trained("quick", {"eval.diagnostics": False, "solver.epochs": 2})
+    assert len(trainer.history) == 2
+    assert not [k for h in trainer.history for k in h if k.startswith(("diag.", "train."))]
+    assert trainer.angle_samples == {}

@@ -53,7 +53,8 @@ def sample_sysu_gallery(gallery_pids, gallery_camids, mode: str = "all", shot: s
     return np.sort(cand[take])
 
 
-def _sysu_exclusion(q_camids: np.ndarray, g_camids: np.ndarray):
+def sysu_exclusion(q_camids: np.ndarray, g_camids: np.ndarray):
+    """SYSU's rule as a ``rows -> mask`` exclusion (``core.eval.rank``): a camera-3 query ignores camera-2 images."""
     cam2 = g_camids == 2
     if not cam2.any():
         return None
@@ -73,7 +74,7 @@ def evaluate_sysu_distmat(distmat, q_pids, g_pids, q_camids, g_camids, mode: str
     for t in range(num_trials):
         trial_seed = seed + t
         cols = sample_sysu_gallery(g_pids, g_camids, mode, shot, trial_seed)
-        exclude = _sysu_exclusion(q_camids, g_camids[cols])
+        exclude = sysu_exclusion(q_camids, g_camids[cols])
         first, ap, inp = query_metrics(dist[:, cols], q_pids, g_pids[cols], exclude)
         if cmc == "official":  # same queries count (a query has a true match in both forms or in neither)
             first = first_identity_ranks(dist[:, cols], q_pids, g_pids[cols], exclude)

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .hinge_stats import HingeStats
 from .mining import batch_hard, l2_normalize, label_masks, squared_euclidean
 
 REDUCTIONS = ("exp_of_mean", "mean_of_exp")
@@ -40,12 +41,16 @@ class _ExpATBase(nn.Module):
         self.margin = margin
         self.reduction = reduction
         self.relu_neg = relu_neg
+        self.hinge_stats: Optional[HingeStats] = None  # set by the trainer when diagnostics are on
 
     def reduce(self, cos_p: torch.Tensor, cos_n: torch.Tensor) -> torch.Tensor:
         """expAT value of a set of (cos to positive, cos to negative) pairs; 0 for an empty set (no term)."""
+        cos_n_raw = cos_n
         if self.relu_neg:
             cos_n = F.relu(cos_n)
         h = F.relu(cos_n - cos_p + self.margin)
+        if self.hinge_stats is not None:
+            self.hinge_stats.add(h.detach() > 0, cos_p.detach(), cos_n_raw.detach())
         if h.numel() == 0:
             return h.sum() * 0.0
         if self.reduction == "exp_of_mean":

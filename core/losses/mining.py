@@ -36,18 +36,21 @@ def label_masks(labels_a: torch.Tensor, labels_b: torch.Tensor) -> tuple[torch.T
 
 
 def batch_hard(
-    dist: torch.Tensor, pos_mask: torch.Tensor, neg_mask: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    dist: torch.Tensor, pos_mask: torch.Tensor, neg_mask: torch.Tensor, with_index: bool = False
+) -> tuple[torch.Tensor, ...]:
     """Per row: largest distance over ``pos_mask`` and smallest over ``neg_mask``.
 
     Masks instead of the reference ``dist[is_pos].view(N, -1)`` so identities may have different numbers of
     images; on P x K batches both give the same values. Returns ``(d_ap, d_an, valid)`` where ``valid`` marks rows
-    that have at least one positive and one negative (callers drop the others).
+    that have at least one positive and one negative (callers drop the others); with ``with_index`` also the
+    column indices of the mined positive and negative.
     """
-    d_ap = dist.masked_fill(~pos_mask, float("-inf")).max(dim=1).values
-    d_an = dist.masked_fill(~neg_mask, float("inf")).min(dim=1).values
+    ap = dist.masked_fill(~pos_mask, float("-inf")).max(dim=1)
+    an = dist.masked_fill(~neg_mask, float("inf")).min(dim=1)
     valid = pos_mask.any(dim=1) & neg_mask.any(dim=1)
-    return d_ap, d_an, valid
+    if with_index:
+        return ap.values, an.values, valid, ap.indices, an.indices
+    return ap.values, an.values, valid
 
 
 def mean_or_zero(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

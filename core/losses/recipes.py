@@ -23,9 +23,11 @@ import torch
 from torch import nn
 
 from core.config import LossConfig
+from core.names import train_metric
 from core.necks import RECIPE_NECK, neck_of
 
 from .center import CenterLoss
+from .hinge_stats import HingeStats, attach
 from .expat import ANCHOR_IR, ANCHOR_RGB, BatchHardExpATLoss, BiDirectionalExpATLoss
 from .label_smoothing import CrossEntropyLabelSmooth
 from .triplet import TripletLoss
@@ -193,6 +195,24 @@ class Criterion(nn.Module):
             total = total + weighted
             components[part.component] = components[part.component] + weighted.detach()
         return total, components
+
+    def enable_diagnostics(self) -> None:
+        """Count active hinges and mined-pair angles in every term that mines triplets (one
+        :class:`HingeStats` per term), read per epoch by :meth:`pop_diagnostics`."""
+        self._hinge_stats = {}
+        for part, term in zip(self.parts, self.terms):
+            stats = HingeStats()
+            if attach(term, stats):
+                self._hinge_stats[part.kind] = stats
+
+    def pop_diagnostics(self) -> dict[str, float]:
+        """``train.<stat>_<term>`` (core.names) over the steps since the last call; empty when diagnostics are off
+        or nothing was mined."""
+        out = {}
+        for kind, stats in getattr(self, "_hinge_stats", {}).items():
+            for stat, value in (stats.pop() or {}).items():
+                out[train_metric(stat, kind)] = value
+        return out
 
     def extra_repr(self) -> str:
         return (f"loss_type={self.loss_type!r}, metric_feature={self.metric_feature!r}, "

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .hinge_stats import HingeStats
 from .mining import batch_hard, l2_normalize, label_masks, mean_or_zero, squared_euclidean
 
 
@@ -24,19 +25,29 @@ class TripletLoss(nn.Module):
         self.soft_margin = soft_margin or margin is None
         self.margin = margin
         self.normalize_feature = normalize_feature
+        self.hinge_stats: Optional[HingeStats] = None  # set by the trainer when diagnostics are on
 
-    def mine(self, feat: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Hardest ``(d_ap, d_an)`` for every anchor that has both a positive and a negative."""
+    def _mine(self, feat: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self.normalize_feature:
             feat = l2_normalize(feat)
         dist = squared_euclidean(feat, feat).sqrt()
-        d_ap, d_an, valid = batch_hard(dist, *label_masks(labels, labels))
+        return batch_hard(dist, *label_masks(labels, labels), with_index=True)
+
+    def mine(self, feat: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hardest ``(d_ap, d_an)`` for every anchor that has both a positive and a negative."""
+        d_ap, d_an, valid, _, _ = self._mine(feat, labels)
         return d_ap[valid], d_an[valid]
 
     def forward(self, feat: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        d_ap, d_an = self.mine(feat, labels)
+        d_ap, d_an, valid, i_ap, i_an = self._mine(feat, labels)
+        # Every row first (an anchor without a positive or negative gets -inf, so 0), then the valid ones: the
+        # diagnostics weigh the rows by ``valid`` instead of selecting them, which would wait for the device.
         if self.soft_margin:
             per_anchor = F.softplus(d_ap - d_an)
         else:
             per_anchor = F.relu(d_ap - d_an + self.margin)
-        return mean_or_zero(per_anchor, feat)
+        if self.hinge_stats is not None:  # the mined pairs' angles, whatever distance mined them
+            f = feat.detach()
+            self.hinge_stats.add(per_anchor.detach() > 0, F.cosine_similarity(f, f[i_ap]),
+                                 F.cosine_similarity(f, f[i_an]), weight=valid)
+        return mean_or_zero(per_anchor[valid], feat)

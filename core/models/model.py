@@ -73,8 +73,18 @@ class ReIDModel(nn.Module):
             out = self._embed_in_groups(images, modality, bn_groups)
         if self.training:
             return out
+        return self._test_feature(out)
+
+    def _test_feature(self, out: ModelOutput) -> torch.Tensor:
         use_neck = self.head.neck is not None and self.test_feature == "after"
         return out["neck_feat"] if use_neck else out["global_feat"]
+
+    def test_and_pooled(self, images: torch.Tensor, modality: Optional[torch.Tensor] = None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The test feature and the pre-neck pooled feature of one forward pass (the diagnostics compare their
+        norms; call in eval mode, as for the test feature alone)."""
+        out = self._embed(images, modality)
+        return self._test_feature(out), out["global_feat"]
 
     def _embed(self, images: torch.Tensor, modality: Optional[torch.Tensor]) -> ModelOutput:
         global_feat = F.adaptive_avg_pool2d(self.backbone(images), 1).flatten(1)
