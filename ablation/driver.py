@@ -33,12 +33,12 @@ from ablation.study import (SEED_KEY, TRIAL_INDEX, StudyError, StudySpec, Trial,
                             trial_config, trial_from_config)
 from ablation.tracking import (check_tracking_reachable, children, create_parent_run, ensure_experiment,
                                fail_unfinished_children, find_child, find_parent_run, git_commit, open_tracking_store,
-                               retry, tracking_credentials)
+                               retry, set_tags, tracking_credentials)
 from ablation.trainable import StudyContext, run_trial
 from ablation.tune_state import BACKUP_EVERY_S, backup_experiment_state, repair_experiment_state
 from core.config import ConfigError, get_value
 from core.files import probe_write
-from core.names import TARGETS_TAG
+from tracking.tags import StudyTags, TrialTags
 
 RAY_AUTH_MODE = "RAY_AUTH_MODE"
 
@@ -97,26 +97,26 @@ class TrialStatusCallback(tune.Callback):
                 pass  # a backup is a convenience; never stop the study for it
 
     def _close(self, trial, status: str, tags) -> None:
-        """Close the trial's run if it is still RUNNING, with ``tags`` (a dict, or a function of the run)."""
+        """Close the trial's run if it is still RUNNING, with ``tags`` (``TrialTags.only(...)``, or a function of
+        the run giving them)."""
         client = MlflowClient(self.tracking_uri)
         run = find_child(client, self.experiment_id, self.parent_run_id, trial.trial_id)
         if run is None or run.info.status != "RUNNING":
             return
         if callable(tags):
             tags = tags(run)
-        for k, v in tags.items():
-            retry(lambda k=k, v=v: client.set_tag(run.info.run_id, k, v))
+        set_tags(client, run.info.run_id, tags)
         retry(lambda: client.set_terminated(run.info.run_id, status))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         # ASHA also stops a trial at max_t, on its last epoch's result, which can reach the driver before the worker
         # has closed the run: such a trial trained every epoch and was not stopped early.
         self._close(trial, "FINISHED",
-                    lambda run: {} if _trained_every_epoch(trial, run) else {"stopped_early": "true"})
+                    lambda run: {} if _trained_every_epoch(trial, run) else TrialTags.only(stopped_early=True))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         reason = str(getattr(trial, "error_msg", None) or "trial errored in Ray (see the Ray trial folder)")
-        self._close(trial, "FAILED", {"failure_reason": reason[:5000]})
+        self._close(trial, "FAILED", TrialTags.only(failure_reason=reason[:5000]))
 
 
 def _trained_every_epoch(trial, run) -> bool:
@@ -522,18 +522,17 @@ def _open_parent_run(spec: StudySpec, client: MlflowClient, tracking_uri: str, s
     parent = find_parent_run(client, exp_id, spec.name) if resume else None
     if parent is not None:
         parent_id = parent.info.run_id
-        ray_path = parent.data.tags["study.ray_path"]
+        ray_path = StudyTags.from_tags(parent.data.tags).ray_path
         retry(lambda: client.update_run(parent_id, status="RUNNING"))
     else:
         ray_path = str(Path(storage_path) / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        selection = f"search on eval.split=val; table: best refit on test, seeds {spec.refit_seeds}"
         parent_id = create_parent_run(
-            client, exp_id, spec.name,
-            tags={"study.metric": spec.metric, "study.mode": spec.mode,
-                  "study.group_keys": ",".join(spec.group_keys()), "study.baseline": spec.baseline_label(),
-                  "study.ray_path": ray_path, "study.algorithm": spec.algorithm, "git_commit": git_commit(),
-                  TARGETS_TAG: targets_json(spec),
-                  **({"study.selection": f"search on eval.split=val; table: best refit on test, seeds "
-                                         f"{spec.refit_seeds}"} if spec.selects else {})},
+            client, exp_id,
+            StudyTags(study=spec.name, metric=spec.metric, mode=spec.mode, group_keys=tuple(spec.group_keys()),
+                      baseline=spec.baseline_label(), ray_path=ray_path, algorithm=spec.algorithm,
+                      git_commit=git_commit(), targets=targets_json(spec),
+                      selection=selection if spec.selects else None),
             params={"study.base": spec.base, "study.trials": total, "study.seeds": spec.seeds,
                     **{f"study.axis.{k}": v for k, v in spec.axes.items()},
                     **({"study.variants": list(spec.variants)} if spec.variants else {})})
@@ -555,7 +554,7 @@ def fit_study(study: OpenStudy) -> tuple[list[str], list[str]]:
     # The search selected on the validation split; its winner is retrained on the full training split and tested
     # on test, and only those refit trials form the report's table.
     best = select_best(spec, ray_path)
-    retry(lambda: study.client.set_tag(study.parent_id, "study.selected", best.row[:5000]))
+    set_tags(study.client, study.parent_id, StudyTags.only(selected=best.row[:5000]))
     refit_states = _fit_experiment(spec, ctx, study.refit_path, study.resumed,
                                    lambda callback: build_refit_tuner(spec, ctx, study.refit_path, callback, best))
     return states, refit_states
@@ -583,7 +582,7 @@ def close_study(study: OpenStudy, states: list[str], refit_states: list[str], bu
         except BaseException:
             retry(lambda: client.set_terminated(parent_id, "FAILED"))
             raise
-    retry(lambda: client.set_tag(parent_id, "interrupted", "false"))
+    set_tags(client, parent_id, StudyTags.only(interrupted=False))
     retry(lambda: client.set_terminated(parent_id, "FINISHED"))
     statuses = [r.info.status for r in children(client, study.experiment_id, parent_id)]
     return StudyOutcome(spec.name, parent_id, study.tracking_uri, study.ray_path, study.total + study.refit_total,
@@ -594,5 +593,5 @@ def end_failed(study: OpenStudy, reason: str, interrupted: bool = False) -> None
     """End the study's unfinished child runs FAILED with ``reason``, then its parent run."""
     fail_unfinished_children(study.client, study.experiment_id, study.parent_id, reason)
     if interrupted:
-        retry(lambda: study.client.set_tag(study.parent_id, "interrupted", "true"))
+        set_tags(study.client, study.parent_id, StudyTags.only(interrupted=True))
     retry(lambda: study.client.set_terminated(study.parent_id, "FAILED"))

@@ -45,7 +45,9 @@ from mlflow.tracking import MlflowClient
 from ablation.mlflow_server import MlflowServer
 from ablation.store import TrackingError, open_existing_store
 from core.cli import ArgumentParser
-from core.names import KIND_STUDY, KIND_TAG, PARENT_ID_TAG, child_runs, latest_study_run, tracking_uri
+from core.names import tracking_uri
+from tracking.runs import child_runs, latest_study_run
+from tracking.tags import KIND_STUDY, StudyTags, TrialTags
 
 CHROMIUM = "/usr/bin/chromium"
 BROWSER_HOST = "mlflow-server.test"  # RFC 2606 reserved name; the browser maps it onto 127.0.0.1
@@ -81,11 +83,11 @@ def find_study_runs(client: MlflowClient, study: str, where: str) -> StudyRuns:
                            f"(python -m ablation.run --study {study}) or pass --tracking-uri")
     parent = latest_study_run(client, exp.experiment_id, study)
     if parent is None:
-        raise UiCheckError(f"experiment {study!r} at {where} has no study run (tag {KIND_TAG}={KIND_STUDY})")
+        raise UiCheckError(f"experiment {study!r} at {where} has no study run (tag {StudyTags.key('kind')}={KIND_STUDY})")
     children = child_runs(client, exp.experiment_id, parent.info.run_id)
     if not children:
         raise UiCheckError(f"study run {parent.info.run_id} of {study!r} at {where} has no child runs")
-    keys = [k for k in parent.data.tags.get("study.group_keys", "").split(",") if k]
+    keys = list(StudyTags.from_tags(parent.data.tags).group_keys or ())
     return StudyRuns(exp.experiment_id, parent.info.run_id, keys, children)
 
 
@@ -95,12 +97,12 @@ def share_study_view(client: MlflowClient, study: str, runs: StudyRuns) -> str:
     params = list(dict.fromkeys([*runs.group_keys, *VIEW_COLUMNS_PARAMS]))
     columns = [f"metrics.`{m}`" for m in VIEW_COLUMNS_METRICS] + [f"params.`{p}`" for p in params]
     state = {
-        "searchFilter": f"tags.`{PARENT_ID_TAG}` = '{runs.parent_id}'",
+        "searchFilter": TrialTags.filter(parent_run_id=runs.parent_id),
         "selectedColumns": columns,
         # The UI applies widths to the columns named in columnOrder only (and in that order).
         "columnOrder": ["attributes.`Run Name`", *columns],
         "columnWidths": {"attributes.`Run Name`": 320, **{c: 150 for c in columns if c.startswith("metrics.")}},
-        "groupBy": {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": "group"}]},
+        "groupBy": {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": TrialTags.key("group")}]},
     }
     key = re.sub(r"[^A-Za-z0-9_-]", "-", study)
     client.set_experiment_tag(runs.experiment_id, f"mlflow.sharedViewState.{key}", json.dumps(state))

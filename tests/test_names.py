@@ -4,7 +4,9 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from core.names import EVAL_METRICS, PARENT_ID_TAG, child_runs, metric_mode, tracking_uri
+from core.names import EVAL_METRICS, metric_mode, tracking_uri
+from tracking.runs import child_runs
+from tracking.tags import PARENT_ID_TAG
 
 ROOT = Path(__file__).resolve().parent.parent
 
