@@ -4,7 +4,7 @@ Everything goes through ``MlflowClient`` with explicit run ids, never the fluent
 reuses worker processes across trials and a leaked active run would nest the next trial under the wrong parent.
 Calls are retried for a while so a tracking server restart does not fail a study: MLflow's HTTP client already
 retries a refused connection with exponential backoff (7 retries, about 4 minutes), and ``retry``
-(``ablation.store``) repeats the call on top of that until ``EXPAT_TRACKING_RETRY_S`` (default 900 s) have passed.
+(``tracking.store``) repeats the call on top of that until ``EXPAT_TRACKING_RETRY_S`` (default 900 s) have passed.
 Metrics keep their original step and timestamp, so a log call repeated after a lost response is deduplicated by the
 store (nothing logged twice).
 """
@@ -18,9 +18,9 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-# The store checks and the retry rule are shared with the report builder and the UI check (ablation.store); the
+# The store checks and the retry rule are shared with the report builder and the UI check (tracking.store); the
 # study driver and the trials import them from here as well.
-from ablation.store import TrackingError, check_tracking_reachable, open_tracking_store, retry  # noqa: F401
+from tracking.store import TrackingError, check_tracking_reachable, open_tracking_store, retry  # noqa: F401
 from tracking.runs import child_runs, latest_study_run, trial_run
 from tracking.tags import StudyTags, TrialTags
 

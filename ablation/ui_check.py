@@ -15,7 +15,7 @@ what the UI's Share button writes): filter ``tags.mlflow.parentRunId = <study ru
 the study's varied keys, rows grouped by the ``group`` tag (mean of the seeds). The script writes that tag
 (``MlflowClient.set_experiment_tag``) and prints the links, which also work in a normal browser.
 
-The store is opened with the checks every tool makes (``ablation.store``): a SQLite path where no file is, a corrupt
+The store is opened with the checks every tool makes (``tracking.store``): a SQLite path where no file is, a corrupt
 or unwritable file, a server that is down or refuses the credentials are refused in one line (exit status 2), and
 so are a missing study and a missing Chromium; nothing is created at a mistyped path.
 
@@ -43,7 +43,7 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from ablation.mlflow_server import MlflowServer
-from ablation.store import TrackingError, open_existing_store
+from tracking.store import TrackingError, open_existing_store
 from core.cli import ArgumentParser
 from core.names import tracking_uri
 from tracking.runs import child_runs, latest_study_run
@@ -195,7 +195,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     """Exit status 0 when both pages show the study, 1 when one does not (or the server did not start), 2 for bad
-    input (one line on stderr): the window size, Chromium, the tracking store (the checks of ``ablation.store``:
+    input (one line on stderr): the window size, Chromium, the tracking store (the checks of ``tracking.store``:
     missing, corrupt or unwritable SQLite file, server down or refusing the credentials) or the study."""
     args = parse_args(argv)
     try:

@@ -2,7 +2,7 @@
 
 Reports are built from MLflow alone (no Ray result folders, no core code), so a report can be rebuilt on any
 machine that can reach the tracking store, long after the trials ran. The store is opened with the checks every
-tool makes (``ablation.store``: a missing, corrupt or unwritable SQLite file, a server that is down or refuses the
+tool makes (``tracking.store``: a missing, corrupt or unwritable SQLite file, a server that is down or refuses the
 credentials, each refused in one line), and every read goes through the driver's ``retry``, so a tracking server
 restarting while a report is built delays it instead of failing it. The layout read here is the contract in
 docs/ARCHITECTURE.md, "MLflow layout": an experiment named after the study, one parent run per study execution
@@ -12,17 +12,13 @@ docs/ARCHITECTURE.md, "MLflow layout": an experiment named after the study, one 
 from __future__ import annotations
 
 import json
-import os
-
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # the machines have no internet; set before import
-
 from dataclasses import dataclass
 
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from ablation.store import TrackingError, open_existing_store, retry
+from tracking.store import TrackingError, open_existing_store, retry
 from core.names import DATASET_PARAM, EPOCH_METRICS, UNREAD
 from core.names import tracking_uri as resolve_uri
 from tracking.runs import child_runs, latest_study_run
@@ -60,7 +56,7 @@ def _hint(study: str) -> str:
 
 
 def open_client(study: str, tracking_uri: str) -> MlflowClient:
-    """A client for ``tracking_uri`` after the store checks (``ablation.store.open_existing_store``).
+    """A client for ``tracking_uri`` after the store checks (``tracking.store.open_existing_store``).
 
     A SQLite file that does not exist is refused: MLflow would silently create an empty database there (schema
     included), so a typo in the path would leave a stray ``mlflow.db`` behind and then report "no experiment"
