@@ -276,7 +276,8 @@ def make_trainable(spec: StudySpec, ctx: StudyContext):
                                {"cpu": spec.resources.get("cpu", 1), "gpu": spec.resources.get("gpu", 0)})
 
 
-def build_tuner(spec: StudySpec, ctx: StudyContext, ray_path: str, callback: TrialStatusCallback) -> tune.Tuner:
+def build_tuner(spec: StudySpec, ctx: StudyContext, ray_path: str, callback: TrialStatusCallback,
+                verbose: int = 0) -> tune.Tuner:
     base = spec.base_config()
     trainable = make_trainable(spec, ctx)
     search_alg, param_space, num_samples = None, {}, 1
@@ -301,7 +302,7 @@ def build_tuner(spec: StudySpec, ctx: StudyContext, ray_path: str, callback: Tri
                                   num_samples=num_samples, reuse_actors=True,
                                   max_concurrent_trials=spec.max_concurrent or None)
     run_config = tune.RunConfig(
-        name=Path(ray_path).name, storage_path=str(Path(ray_path).parent), verbose=ctx_verbose(),
+        name=Path(ray_path).name, storage_path=str(Path(ray_path).parent), verbose=verbose,
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         callbacks=[callback, StudyProgress(ctx), QuietOnInterrupt()])
@@ -318,10 +319,6 @@ def grid_param_space(spec: StudySpec) -> dict:
     for key in keys:
         space[key] = tune.sample_from(lambda config, key=key: values[config[TRIAL_INDEX]][key])
     return space
-
-
-def ctx_verbose() -> int:
-    return int(os.environ.get("EXPAT_TUNE_VERBOSE", "0"))
 
 
 def _tune_distribution(d: dict):
@@ -405,14 +402,14 @@ def select_best(spec: StudySpec, ray_path: str) -> Trial:
 
 
 def build_refit_tuner(spec: StudySpec, ctx: StudyContext, path: str, callback: TrialStatusCallback,
-                      best: Trial) -> tune.Tuner:
+                      best: Trial, verbose: int = 0) -> tune.Tuner:
     configs = refit_configs(spec, best)
     param_space = {k: v for k, v in configs[0].items() if k != SEED_KEY}
     param_space[SEED_KEY] = tune.grid_search([c[SEED_KEY] for c in configs])
     tune_config = tune.TuneConfig(metric=spec.metric, mode=spec.mode, scheduler=FIFOScheduler(), reuse_actors=True,
                                   max_concurrent_trials=spec.max_concurrent or None)
     run_config = tune.RunConfig(
-        name=Path(path).name, storage_path=str(Path(path).parent), verbose=ctx_verbose(),
+        name=Path(path).name, storage_path=str(Path(path).parent), verbose=verbose,
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1), callbacks=[callback, QuietOnInterrupt()])
     return tune.Tuner(make_trainable(spec, ctx), param_space=param_space, tune_config=tune_config,
@@ -436,6 +433,7 @@ class OpenStudy:
     resumed: bool
     started_ray: bool
     ctx: StudyContext
+    verbose: int = 0  # Ray Tune's verbosity (RunConfig.verbose) for both experiments
 
     @property
     def total(self) -> int:
@@ -465,8 +463,8 @@ def run_study(spec: StudySpec, tracking_uri: str, storage_path: str, address: st
               verbose: int = 0) -> StudyOutcome:
     """Open the study, fit its trials, close it. Whatever stops it, every run it opened is ended (FAILED, with the
     way to continue) and the Ray it started is stopped; an interrupted study raises ``StudyInterrupted``."""
-    os.environ["EXPAT_TUNE_VERBOSE"] = str(verbose)
-    study = open_study(spec, tracking_uri, storage_path, address, resume, num_cpus)
+    study = dataclasses.replace(open_study(spec, tracking_uri, storage_path, address, resume, num_cpus),
+                                verbose=verbose)
     with quiet_after_interrupt(study.interrupt_log):  # after a Ctrl-C, Ray's messages go to a file
         try:
             states, refit_states = fit_study(study)
@@ -548,7 +546,7 @@ def fit_study(study: OpenStudy) -> tuple[list[str], list[str]]:
     did not run)."""
     spec, ctx, ray_path = study.spec, study.ctx, study.ray_path
     states = _fit_experiment(spec, ctx, ray_path, study.resumed,
-                             lambda callback: build_tuner(spec, ctx, ray_path, callback))
+                             lambda callback: build_tuner(spec, ctx, ray_path, callback, study.verbose))
     if not (spec.selects and _all_ended(states, study.total)):
         return states, []
     # The search selected on the validation split; its winner is retrained on the full training split and tested
@@ -556,7 +554,8 @@ def fit_study(study: OpenStudy) -> tuple[list[str], list[str]]:
     best = select_best(spec, ray_path)
     set_tags(study.client, study.parent_id, StudyTags.only(selected=best.row[:5000]))
     refit_states = _fit_experiment(spec, ctx, study.refit_path, study.resumed,
-                                   lambda callback: build_refit_tuner(spec, ctx, study.refit_path, callback, best))
+                                   lambda callback: build_refit_tuner(spec, ctx, study.refit_path, callback, best,
+                                                                      study.verbose))
     return states, refit_states
 
 

@@ -39,3 +39,11 @@ def test_the_ranking_metric_list_is_written_once():
     holders = [p.relative_to(ROOT).as_posix() for pkg in ("core", "ablation", "reports")
                for p in (ROOT / pkg).rglob("*.py") if literal in p.read_text()]
     assert holders == ["core/names.py"]
+
+
+def test_the_report_bolds_by_the_one_direction_rule():
+    import pandas as pd
+
+    from reports.tables import best_value
+    means = pd.Series([1.0, 2.0])
+    assert [best_value(means, m) for m in ("rank1", "mINP", "loss", "loss_metric")] == [2.0, 2.0, 1.0, 1.0]
