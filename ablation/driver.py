@@ -290,7 +290,7 @@ def build_tuner(spec: StudySpec, ctx: StudyContext, ray_path: str, callback: Tri
         search_alg = OptunaSearch(seed=int(spec.search.get("seed", 0)))
         if spec.max_concurrent:
             search_alg = ConcurrencyLimiter(search_alg, max_concurrent=spec.max_concurrent)
-        num_samples = int(spec.search["num_samples"])
+        num_samples = spec.search_trials
     sched = spec.scheduler
     if sched.get("type", "fifo") == "asha":
         scheduler = ASHAScheduler(time_attr="training_iteration", max_t=int(sched.get("max_t", base.solver.epochs)),
@@ -359,7 +359,7 @@ def check_same_plan(spec: StudySpec, client: MlflowClient, exp_id: str, parent) 
     """A resumed study continues the trials it started: Tune names them by their index in the plan, so the plan
     must be the one the study started with (same number of trials, and every run already made one of its names).
     A study file edited since, or one written before variants renamed its rows, is refused in one line."""
-    total = len(spec.plan) if spec.plan else int(spec.search["num_samples"])
+    total = spec.search_trials
     started = parent.data.params.get("study.trials")
     names = {t.name for t in spec.plan}
     made = {r.info.run_name for r in children(client, exp_id, parent.info.run_id)}
@@ -438,11 +438,11 @@ class OpenStudy:
     @property
     def total(self) -> int:
         """The search (or grid) trials."""
-        return len(self.spec.plan) if self.spec.plan else int(self.spec.search["num_samples"])
+        return self.spec.search_trials
 
     @property
     def refit_total(self) -> int:
-        return len(self.spec.refit_seeds) if self.spec.selects else 0
+        return self.spec.refit_trials
 
     @property
     def refit_path(self) -> str:
@@ -516,7 +516,7 @@ def _open_parent_run(spec: StudySpec, client: MlflowClient, tracking_uri: str, s
     """The study's parent run: on ``--resume`` the latest one, RUNNING again; otherwise a new one, with the tags
     and params the reports read and a new Ray experiment folder."""
     exp_id = ensure_experiment(client, spec.name)
-    total = len(spec.plan) if spec.plan else int(spec.search["num_samples"])
+    total = spec.search_trials
     parent = find_parent_run(client, exp_id, spec.name) if resume else None
     if parent is not None:
         parent_id = parent.info.run_id
