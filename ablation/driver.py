@@ -33,12 +33,12 @@ from ablation.study import (SEED_KEY, TRIAL_INDEX, StudyError, StudySpec, Trial,
                             trial_config, trial_from_config)
 from ablation.tracking import (check_tracking_reachable, children, create_parent_run, ensure_experiment,
                                fail_unfinished_children, find_child, find_parent_run, git_commit, open_tracking_store,
-                               retry, tracking_credentials)
+                               retry, set_tags, tracking_credentials)
 from ablation.trainable import StudyContext, run_trial
 from ablation.tune_state import BACKUP_EVERY_S, backup_experiment_state, repair_experiment_state
 from core.config import ConfigError, get_value
 from core.files import probe_write
-from core.names import TARGETS_TAG
+from tracking.tags import StudyTags, TrialTags
 
 RAY_AUTH_MODE = "RAY_AUTH_MODE"
 
@@ -97,26 +97,26 @@ class TrialStatusCallback(tune.Callback):
                 pass  # a backup is a convenience; never stop the study for it
 
     def _close(self, trial, status: str, tags) -> None:
-        """Close the trial's run if it is still RUNNING, with ``tags`` (a dict, or a function of the run)."""
+        """Close the trial's run if it is still RUNNING, with ``tags`` (``TrialTags.only(...)``, or a function of
+        the run giving them)."""
         client = MlflowClient(self.tracking_uri)
         run = find_child(client, self.experiment_id, self.parent_run_id, trial.trial_id)
         if run is None or run.info.status != "RUNNING":
             return
         if callable(tags):
             tags = tags(run)
-        for k, v in tags.items():
-            retry(lambda k=k, v=v: client.set_tag(run.info.run_id, k, v))
+        set_tags(client, run.info.run_id, tags)
         retry(lambda: client.set_terminated(run.info.run_id, status))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         # ASHA also stops a trial at max_t, on its last epoch's result, which can reach the driver before the worker
         # has closed the run: such a trial trained every epoch and was not stopped early.
         self._close(trial, "FINISHED",
-                    lambda run: {} if _trained_every_epoch(trial, run) else {"stopped_early": "true"})
+                    lambda run: {} if _trained_every_epoch(trial, run) else TrialTags.only(stopped_early=True))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         reason = str(getattr(trial, "error_msg", None) or "trial errored in Ray (see the Ray trial folder)")
-        self._close(trial, "FAILED", {"failure_reason": reason[:5000]})
+        self._close(trial, "FAILED", TrialTags.only(failure_reason=reason[:5000]))
 
 
 def _trained_every_epoch(trial, run) -> bool:
@@ -276,7 +276,8 @@ def make_trainable(spec: StudySpec, ctx: StudyContext):
                                {"cpu": spec.resources.get("cpu", 1), "gpu": spec.resources.get("gpu", 0)})
 
 
-def build_tuner(spec: StudySpec, ctx: StudyContext, ray_path: str, callback: TrialStatusCallback) -> tune.Tuner:
+def build_tuner(spec: StudySpec, ctx: StudyContext, ray_path: str, callback: TrialStatusCallback,
+                verbose: int = 0) -> tune.Tuner:
     base = spec.base_config()
     trainable = make_trainable(spec, ctx)
     search_alg, param_space, num_samples = None, {}, 1
@@ -289,7 +290,7 @@ def build_tuner(spec: StudySpec, ctx: StudyContext, ray_path: str, callback: Tri
         search_alg = OptunaSearch(seed=int(spec.search.get("seed", 0)))
         if spec.max_concurrent:
             search_alg = ConcurrencyLimiter(search_alg, max_concurrent=spec.max_concurrent)
-        num_samples = int(spec.search["num_samples"])
+        num_samples = spec.search_trials
     sched = spec.scheduler
     if sched.get("type", "fifo") == "asha":
         scheduler = ASHAScheduler(time_attr="training_iteration", max_t=int(sched.get("max_t", base.solver.epochs)),
@@ -301,7 +302,7 @@ def build_tuner(spec: StudySpec, ctx: StudyContext, ray_path: str, callback: Tri
                                   num_samples=num_samples, reuse_actors=True,
                                   max_concurrent_trials=spec.max_concurrent or None)
     run_config = tune.RunConfig(
-        name=Path(ray_path).name, storage_path=str(Path(ray_path).parent), verbose=ctx_verbose(),
+        name=Path(ray_path).name, storage_path=str(Path(ray_path).parent), verbose=verbose,
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         callbacks=[callback, StudyProgress(ctx), QuietOnInterrupt()])
@@ -318,10 +319,6 @@ def grid_param_space(spec: StudySpec) -> dict:
     for key in keys:
         space[key] = tune.sample_from(lambda config, key=key: values[config[TRIAL_INDEX]][key])
     return space
-
-
-def ctx_verbose() -> int:
-    return int(os.environ.get("EXPAT_TUNE_VERBOSE", "0"))
 
 
 def _tune_distribution(d: dict):
@@ -362,7 +359,7 @@ def check_same_plan(spec: StudySpec, client: MlflowClient, exp_id: str, parent) 
     """A resumed study continues the trials it started: Tune names them by their index in the plan, so the plan
     must be the one the study started with (same number of trials, and every run already made one of its names).
     A study file edited since, or one written before variants renamed its rows, is refused in one line."""
-    total = len(spec.plan) if spec.plan else int(spec.search["num_samples"])
+    total = spec.search_trials
     started = parent.data.params.get("study.trials")
     names = {t.name for t in spec.plan}
     made = {r.info.run_name for r in children(client, exp_id, parent.info.run_id)}
@@ -405,14 +402,14 @@ def select_best(spec: StudySpec, ray_path: str) -> Trial:
 
 
 def build_refit_tuner(spec: StudySpec, ctx: StudyContext, path: str, callback: TrialStatusCallback,
-                      best: Trial) -> tune.Tuner:
+                      best: Trial, verbose: int = 0) -> tune.Tuner:
     configs = refit_configs(spec, best)
     param_space = {k: v for k, v in configs[0].items() if k != SEED_KEY}
     param_space[SEED_KEY] = tune.grid_search([c[SEED_KEY] for c in configs])
     tune_config = tune.TuneConfig(metric=spec.metric, mode=spec.mode, scheduler=FIFOScheduler(), reuse_actors=True,
                                   max_concurrent_trials=spec.max_concurrent or None)
     run_config = tune.RunConfig(
-        name=Path(path).name, storage_path=str(Path(path).parent), verbose=ctx_verbose(),
+        name=Path(path).name, storage_path=str(Path(path).parent), verbose=verbose,
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1), callbacks=[callback, QuietOnInterrupt()])
     return tune.Tuner(make_trainable(spec, ctx), param_space=param_space, tune_config=tune_config,
@@ -436,15 +433,16 @@ class OpenStudy:
     resumed: bool
     started_ray: bool
     ctx: StudyContext
+    verbose: int = 0  # Ray Tune's verbosity (RunConfig.verbose) for both experiments
 
     @property
     def total(self) -> int:
         """The search (or grid) trials."""
-        return len(self.spec.plan) if self.spec.plan else int(self.spec.search["num_samples"])
+        return self.spec.search_trials
 
     @property
     def refit_total(self) -> int:
-        return len(self.spec.refit_seeds) if self.spec.selects else 0
+        return self.spec.refit_trials
 
     @property
     def refit_path(self) -> str:
@@ -465,8 +463,8 @@ def run_study(spec: StudySpec, tracking_uri: str, storage_path: str, address: st
               verbose: int = 0) -> StudyOutcome:
     """Open the study, fit its trials, close it. Whatever stops it, every run it opened is ended (FAILED, with the
     way to continue) and the Ray it started is stopped; an interrupted study raises ``StudyInterrupted``."""
-    os.environ["EXPAT_TUNE_VERBOSE"] = str(verbose)
-    study = open_study(spec, tracking_uri, storage_path, address, resume, num_cpus)
+    study = dataclasses.replace(open_study(spec, tracking_uri, storage_path, address, resume, num_cpus),
+                                verbose=verbose)
     with quiet_after_interrupt(study.interrupt_log):  # after a Ctrl-C, Ray's messages go to a file
         try:
             states, refit_states = fit_study(study)
@@ -518,22 +516,21 @@ def _open_parent_run(spec: StudySpec, client: MlflowClient, tracking_uri: str, s
     """The study's parent run: on ``--resume`` the latest one, RUNNING again; otherwise a new one, with the tags
     and params the reports read and a new Ray experiment folder."""
     exp_id = ensure_experiment(client, spec.name)
-    total = len(spec.plan) if spec.plan else int(spec.search["num_samples"])
+    total = spec.search_trials
     parent = find_parent_run(client, exp_id, spec.name) if resume else None
     if parent is not None:
         parent_id = parent.info.run_id
-        ray_path = parent.data.tags["study.ray_path"]
+        ray_path = StudyTags.from_tags(parent.data.tags).ray_path
         retry(lambda: client.update_run(parent_id, status="RUNNING"))
     else:
         ray_path = str(Path(storage_path) / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        selection = f"search on eval.split=val; table: best refit on test, seeds {spec.refit_seeds}"
         parent_id = create_parent_run(
-            client, exp_id, spec.name,
-            tags={"study.metric": spec.metric, "study.mode": spec.mode,
-                  "study.group_keys": ",".join(spec.group_keys()), "study.baseline": spec.baseline_label(),
-                  "study.ray_path": ray_path, "study.algorithm": spec.algorithm, "git_commit": git_commit(),
-                  TARGETS_TAG: targets_json(spec),
-                  **({"study.selection": f"search on eval.split=val; table: best refit on test, seeds "
-                                         f"{spec.refit_seeds}"} if spec.selects else {})},
+            client, exp_id,
+            StudyTags(study=spec.name, metric=spec.metric, mode=spec.mode, group_keys=tuple(spec.group_keys()),
+                      baseline=spec.baseline_label(), ray_path=ray_path, algorithm=spec.algorithm,
+                      git_commit=git_commit(), targets=targets_json(spec),
+                      selection=selection if spec.selects else None),
             params={"study.base": spec.base, "study.trials": total, "study.seeds": spec.seeds,
                     **{f"study.axis.{k}": v for k, v in spec.axes.items()},
                     **({"study.variants": list(spec.variants)} if spec.variants else {})})
@@ -549,15 +546,16 @@ def fit_study(study: OpenStudy) -> tuple[list[str], list[str]]:
     did not run)."""
     spec, ctx, ray_path = study.spec, study.ctx, study.ray_path
     states = _fit_experiment(spec, ctx, ray_path, study.resumed,
-                             lambda callback: build_tuner(spec, ctx, ray_path, callback))
+                             lambda callback: build_tuner(spec, ctx, ray_path, callback, study.verbose))
     if not (spec.selects and _all_ended(states, study.total)):
         return states, []
     # The search selected on the validation split; its winner is retrained on the full training split and tested
     # on test, and only those refit trials form the report's table.
     best = select_best(spec, ray_path)
-    retry(lambda: study.client.set_tag(study.parent_id, "study.selected", best.row[:5000]))
+    set_tags(study.client, study.parent_id, StudyTags.only(selected=best.row[:5000]))
     refit_states = _fit_experiment(spec, ctx, study.refit_path, study.resumed,
-                                   lambda callback: build_refit_tuner(spec, ctx, study.refit_path, callback, best))
+                                   lambda callback: build_refit_tuner(spec, ctx, study.refit_path, callback, best,
+                                                                      study.verbose))
     return states, refit_states
 
 
@@ -583,7 +581,7 @@ def close_study(study: OpenStudy, states: list[str], refit_states: list[str], bu
         except BaseException:
             retry(lambda: client.set_terminated(parent_id, "FAILED"))
             raise
-    retry(lambda: client.set_tag(parent_id, "interrupted", "false"))
+    set_tags(client, parent_id, StudyTags.only(interrupted=False))
     retry(lambda: client.set_terminated(parent_id, "FINISHED"))
     statuses = [r.info.status for r in children(client, study.experiment_id, parent_id)]
     return StudyOutcome(spec.name, parent_id, study.tracking_uri, study.ray_path, study.total + study.refit_total,
@@ -594,5 +592,5 @@ def end_failed(study: OpenStudy, reason: str, interrupted: bool = False) -> None
     """End the study's unfinished child runs FAILED with ``reason``, then its parent run."""
     fail_unfinished_children(study.client, study.experiment_id, study.parent_id, reason)
     if interrupted:
-        retry(lambda: study.client.set_tag(study.parent_id, "interrupted", "true"))
+        set_tags(study.client, study.parent_id, StudyTags.only(interrupted=True))
     retry(lambda: study.client.set_terminated(study.parent_id, "FAILED"))

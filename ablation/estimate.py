@@ -25,7 +25,8 @@ EVAL_BATCHES = 2  # timed test batches, scaled to the test set
 
 @dataclass
 class Estimate:
-    trials: int
+    search_trials: int  # the grid's or the search's trials
+    refit_trials: int  # run once the search has ended (a study that selects)
     concurrency: int
     device: str
     iterations: int  # per trial
@@ -40,8 +41,14 @@ class Estimate:
         return self.iterations * self.step_s + self.evaluations * self.eval_s
 
     @property
+    def trials(self) -> int:
+        return self.search_trials + self.refit_trials
+
+    @property
     def study_s(self) -> float:
-        return math.ceil(self.trials / self.concurrency) * self.trial_s
+        """The search's waves of trials, then the refit's (it starts when the search has ended)."""
+        waves = math.ceil(self.search_trials / self.concurrency) + math.ceil(self.refit_trials / self.concurrency)
+        return waves * self.trial_s
 
     def describe(self, name: str) -> str:
         return "\n".join([
@@ -86,6 +93,19 @@ def _schedule(cfg, steps_per_epoch: int) -> tuple[int, int]:
 
 
 def estimate(spec: StudySpec) -> Estimate:
+    """The study's estimate: its first trial measured on this machine (``measure_trial``), scaled by the plan."""
+    return for_study(spec, **measure_trial(spec))
+
+
+def for_study(spec: StudySpec, **trial) -> Estimate:
+    """The estimate of ``spec`` from one trial's measured cost (``Estimate``'s per-trial fields): the plan's
+    search and refit trials, and as many at once as this machine's resources allow."""
+    return Estimate(search_trials=spec.search_trials, refit_trials=spec.refit_trials,
+                    concurrency=concurrency(spec, spec.total_trials), **trial)
+
+
+def measure_trial(spec: StudySpec) -> dict:
+    """One trial's cost on this machine: its schedule and the measured seconds of a step and an evaluation."""
     from core.effective import resolve
     from core.engine import Trainer
     from core.factory import check_inputs
@@ -111,11 +131,8 @@ def estimate(spec: StudySpec) -> Estimate:
     step_s = (time.perf_counter() - start) / max(1, timed)
     eval_s, test_images = _time_eval(trainer)
     iterations, evaluations = _schedule(cfg, len(trainer.train_loader))
-    trials = len(spec.plan) if spec.plan else int(spec.search["num_samples"]) + (
-        len(spec.refit_seeds) if spec.selects else 0)
-    return Estimate(trials=trials, concurrency=concurrency(spec, trials), device=str(trainer.device),
-                    iterations=iterations, images_per_iteration=int(first["images"].shape[0]),
-                    evaluations=evaluations, step_s=step_s, eval_s=eval_s, test_images=test_images)
+    return dict(device=str(trainer.device), iterations=iterations, images_per_iteration=int(first["images"].shape[0]),
+                evaluations=evaluations, step_s=step_s, eval_s=eval_s, test_images=test_images)
 
 
 @torch.inference_mode()

@@ -75,7 +75,7 @@ class StudyProgress(tune.Callback):
     # --- Tune hooks -------------------------------------------------------------------------------------------
     def setup(self, stop=None, num_samples=None, total_num_samples=None, **info) -> None:
         self._reset()
-        self.total = int(total_num_samples or 0)
+        self.total = self.ctx.spec.search_trials  # the display is the search's (or grid's) experiment
 
     def on_step_end(self, iteration: int, trials: list, **info) -> None:
         self.update(trials)

@@ -52,10 +52,10 @@ def describe_plan(spec: StudySpec) -> str:
              f"resources per trial: {spec.resources}; overrides: {spec.overrides or '{}'}"]
     if spec.algorithm == "grid":
         rows = list(dict.fromkeys(t.row for t in spec.plan))
-        lines.append(f"{len(spec.plan)} trials, {len(rows)} distinct rows x {len(spec.seeds)} seeds:")
+        lines.append(f"{spec.search_trials} trials, {len(rows)} distinct rows x {len(spec.seeds)} seeds:")
         lines += [f"  {t.index:3d}  {t.name}" for t in spec.plan]
     else:
-        lines.append(f"{spec.search['num_samples']} trials sampled by {spec.algorithm} over "
+        lines.append(f"{spec.search_trials} trials sampled by {spec.algorithm} over "
                      f"{list(spec.search['space'])} (seed {spec.seeds[0]})")
     if spec.selects:
         lines.append(f"selection on eval.split=val; then the best configuration is retrained on the full training "

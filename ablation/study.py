@@ -101,6 +101,21 @@ class StudySpec:
     def refit_seeds(self) -> list[int]:
         return list(self.search.get("refit_seeds", self.seeds))
 
+    # The trial counts, here only: the driver, the progress display, --resume's plan check and --estimate read them.
+    @property
+    def search_trials(self) -> int:
+        """The trials of the first Tune experiment: the grid's plan, or ``search.num_samples`` sampled trials."""
+        return len(self.plan) if self.plan else int(self.search["num_samples"])
+
+    @property
+    def refit_trials(self) -> int:
+        """The refit trials a study that selects runs after its search (one per refit seed), else 0."""
+        return len(self.refit_seeds) if self.selects else 0
+
+    @property
+    def total_trials(self) -> int:
+        return self.search_trials + self.refit_trials
+
     def base_config(self) -> Config:
         return load_config(self.base, dict(self.overrides))
 

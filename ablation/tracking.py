@@ -4,7 +4,7 @@ Everything goes through ``MlflowClient`` with explicit run ids, never the fluent
 reuses worker processes across trials and a leaked active run would nest the next trial under the wrong parent.
 Calls are retried for a while so a tracking server restart does not fail a study: MLflow's HTTP client already
 retries a refused connection with exponential backoff (7 retries, about 4 minutes), and ``retry``
-(``ablation.store``) repeats the call on top of that until ``EXPAT_TRACKING_RETRY_S`` (default 900 s) have passed.
+(``tracking.store``) repeats the call on top of that until ``EXPAT_TRACKING_RETRY_S`` (default 900 s) have passed.
 Metrics keep their original step and timestamp, so a log call repeated after a lost response is deduplicated by the
 store (nothing logged twice).
 """
@@ -18,11 +18,11 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-# The store checks and the retry rule are shared with the report builder and the UI check (ablation.store); the
+# The store checks and the retry rule are shared with the report builder and the UI check (tracking.store); the
 # study driver and the trials import them from here as well.
-from ablation.store import TrackingError, check_tracking_reachable, open_tracking_store, retry  # noqa: F401
-from core.names import (KIND_STUDY, KIND_TAG, KIND_TRIAL, PARENT_ID_TAG, STUDY_TAG, child_runs,
-                        latest_study_run)
+from tracking.store import TrackingError, check_tracking_reachable, open_tracking_store, retry  # noqa: F401
+from tracking.runs import child_runs, latest_study_run, trial_run
+from tracking.tags import StudyTags, TrialTags
 
 
 def tracking_credentials() -> dict[str, str]:
@@ -62,9 +62,9 @@ def find_parent_run(client: MlflowClient, exp_id: str, study: str):
     return retry(lambda: latest_study_run(client, exp_id, study))
 
 
-def create_parent_run(client: MlflowClient, exp_id: str, study: str, tags: dict[str, str],
-                      params: dict[str, Any]) -> str:
-    run = retry(lambda: client.create_run(exp_id, run_name=study, tags={KIND_TAG: KIND_STUDY, STUDY_TAG: study, **tags}))
+def create_parent_run(client: MlflowClient, exp_id: str, tags: StudyTags, params: dict[str, Any]) -> str:
+    """The study's parent run, named after the study, with its tags and params."""
+    run = retry(lambda: client.create_run(exp_id, run_name=tags.study, tags=tags.to_tags()))
     log_params(client, run.info.run_id, params)
     return run.info.run_id
 
@@ -81,10 +81,7 @@ def children(client: MlflowClient, exp_id: str, parent_id: str) -> list:
 
 def find_child(client: MlflowClient, exp_id: str, parent_id: str, trial_id: str):
     """The child run of one trial, found by tag in the store (no scan over the study's runs)."""
-    runs = retry(lambda: client.search_runs(
-        [exp_id], filter_string=f"tags.`{PARENT_ID_TAG}` = '{parent_id}' and tags.trial_id = '{trial_id}'",
-        max_results=1))
-    return runs[0] if runs else None
+    return retry(lambda: trial_run(client, exp_id, parent_id, trial_id))
 
 
 def fail_unfinished_children(client: MlflowClient, exp_id: str, parent_id: str, reason: str) -> int:
@@ -92,7 +89,7 @@ def fail_unfinished_children(client: MlflowClient, exp_id: str, parent_id: str, 
     n = 0
     for run in children(client, exp_id, parent_id):
         if run.info.status == "RUNNING":
-            retry(lambda r=run: client.set_tag(r.info.run_id, "failure_reason", reason))
+            set_tags(client, run.info.run_id, TrialTags.only(failure_reason=reason))
             retry(lambda r=run: client.set_terminated(r.info.run_id, "FAILED"))
             n += 1
     return n
@@ -116,17 +113,17 @@ def _tidy(value: float) -> float:
 class TrialRun:
     """The MLflow child run of one trial, continued (not duplicated) when the trial is retried or resumed."""
 
-    def __init__(self, uri: str, exp_id: str, parent_id: str, trial_id: str, run_name: str, tags: dict[str, str],
-                 params: dict[str, Any]):
+    def __init__(self, uri: str, exp_id: str, run_name: str, tags: TrialTags, params: dict[str, Any]):
         self.client = MlflowClient(uri)
+        parent_id, trial_id = tags.parent_run_id, tags.trial_id
         existing = find_child(self.client, exp_id, parent_id, trial_id)
         if existing is not None:
             self.run_id = existing.info.run_id
             retry(lambda: self.client.update_run(self.run_id, status="RUNNING"))
             # Tags that describe this attempt (e.g. node_id: a retried trial may run on another node).
-            retry(lambda: self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()]))
-            retry(lambda: self.client.delete_tag(self.run_id, "failure_reason")
-                  if "failure_reason" in existing.data.tags else None)
+            retry(lambda: self.client.log_batch(self.run_id, tags=_run_tags(tags.attempt())))
+            reason = TrialTags.key("failure_reason")
+            retry(lambda: self.client.delete_tag(self.run_id, reason) if reason in existing.data.tags else None)
             self.last_step = max((m.step for key in existing.data.metrics
                                   for m in retry(lambda k=key: self.client.get_metric_history(self.run_id, k))),
                                  default=0)
@@ -138,9 +135,7 @@ class TrialRun:
                 if calls and (made := find_child(self.client, exp_id, parent_id, trial_id)) is not None:
                     return made
                 calls.append(1)
-                return self.client.create_run(exp_id, run_name=run_name,
-                                              tags={PARENT_ID_TAG: parent_id, KIND_TAG: KIND_TRIAL, "trial_id": trial_id,
-                                                    **tags})
+                return self.client.create_run(exp_id, run_name=run_name, tags=tags.to_tags())
 
             run = retry(create)
             self.run_id = run.info.run_id
@@ -167,5 +162,15 @@ class TrialRun:
         retry(lambda: self.client.set_terminated(self.run_id, "FINISHED"))
 
     def fail(self, reason: str) -> None:
-        retry(lambda: self.client.set_tag(self.run_id, "failure_reason", reason[:5000]))
+        set_tags(self.client, self.run_id, TrialTags.only(failure_reason=reason[:5000]))
         retry(lambda: self.client.set_terminated(self.run_id, "FAILED"))
+
+
+def set_tags(client: MlflowClient, run_id: str, tags: dict[str, str]) -> None:
+    """Add ``tags`` (a record's ``only(...)``) to an existing run, one retried call each."""
+    for k, v in tags.items():
+        retry(lambda k=k, v=v: client.set_tag(run_id, k, v))
+
+
+def _run_tags(tags: dict[str, str]) -> list[RunTag]:
+    return [RunTag(k, v) for k, v in tags.items()]

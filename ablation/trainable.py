@@ -20,12 +20,13 @@ import ray
 from ray import tune
 
 from ablation.study import StudySpec, trial_config, trial_from_config
-from ablation.tracking import TrialRun, find_child, retry
+from ablation.tracking import TrialRun, find_child, set_tags
 from core.config import ConfigError, to_yaml
 from core.effective import effective_params, resolve
 from core.data import DatasetError
 from core.engine import NonFiniteLossError, train
 from core.names import DIAG_SAMPLES_ARTIFACT, EVAL_METRICS
+from tracking.tags import TrialTags
 
 
 @dataclass(frozen=True)
@@ -56,16 +57,15 @@ def run_trial(config: dict[str, Any], ctx: StudyContext) -> None:
     trial_id = context.get_trial_id()
     if _report_if_ended(ctx, trial_id):
         return
-    tags = {"study": spec.name, "group": trial.row, "seed": str(cfg.solver.seed), "git_commit": ctx.git_commit,
-            "node_id": ray.get_runtime_context().get_node_id(), "hostname": socket.gethostname()}
-    if trial.variant:
-        tags["variant"] = trial.variant
-    if spec.splits:  # a repeat, like the seed: the report pairs rows by (split, seed)
-        tags["split"] = str(cfg.data.regdb_trial)
-    if trial.phase:
-        tags["phase"] = trial.phase  # search (selects on eval.split=val) or refit (the report's table, on test)
-    run = TrialRun(ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id, trial_id, run_name=trial.name,
-                   tags=tags, params=effective_params(cfg))
+    tags = TrialTags(parent_run_id=ctx.parent_run_id, trial_id=trial_id, study=spec.name, group=trial.row,
+                     seed=cfg.solver.seed, git_commit=ctx.git_commit,
+                     node_id=ray.get_runtime_context().get_node_id(), hostname=socket.gethostname(),
+                     variant=trial.variant or None,
+                     # a repeat, like the seed: the report pairs rows by (split, seed)
+                     split=cfg.data.regdb_trial if spec.splits else None,
+                     # search (selects on eval.split=val) or refit (the report's table, on test)
+                     phase=trial.phase or None)
+    run = TrialRun(ctx.tracking_uri, ctx.experiment_id, run_name=trial.name, tags=tags, params=effective_params(cfg))
     run.log_text(to_yaml(cfg), "config.yaml")
     # The trainer's working checkpoint lives in a scratch folder removed when the trial ends: Tune keeps its own
     # copy of every reported checkpoint, and a copy in the trial folder would pile up in Ray's session folders.
@@ -93,7 +93,7 @@ def run_trial(config: dict[str, Any], ctx: StudyContext) -> None:
     except _DETERMINISTIC as exc:
         # Retrying cannot help (NaN loss, bad data): record the reason and end the trial without a Tune retry.
         reason = f"{type(exc).__name__}: {exc}"
-        retry(lambda: run.client.set_tag(run.run_id, PERMANENT_TAG, "true"))
+        set_tags(run.client, run.run_id, TrialTags.only(failure_permanent=True))
         run.fail(reason)
         tune.report({"failed": 1, "failure_reason": reason[:500]})
         return
@@ -107,9 +107,6 @@ def run_trial(config: dict[str, Any], ctx: StudyContext) -> None:
     if result.angle_samples:  # the report draws the angle distributions of the last evaluation from it
         run.log_dict(result.angle_samples, DIAG_SAMPLES_ARTIFACT)
     run.finish()
-
-
-PERMANENT_TAG = "failure_permanent"  # a failure that a retry or a resume would only repeat
 
 
 def _report_if_ended(ctx: StudyContext, trial_id: str) -> bool:
@@ -126,8 +123,9 @@ def _report_if_ended(ctx: StudyContext, trial_id: str) -> bool:
     if run.info.status == "FINISHED":
         tune.report({**run.data.metrics, "already_ended": 1})
         return True
-    if run.info.status == "FAILED" and run.data.tags.get(PERMANENT_TAG) == "true":
-        tune.report({"failed": 1, "failure_reason": run.data.tags.get("failure_reason", "")[:500], "already_ended": 1})
+    tags = TrialTags.from_tags(run.data.tags)
+    if run.info.status == "FAILED" and tags.failure_permanent:
+        tune.report({"failed": 1, "failure_reason": (tags.failure_reason or "")[:500], "already_ended": 1})
         return True
     return False
 

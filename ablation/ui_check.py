@@ -15,7 +15,7 @@ what the UI's Share button writes): filter ``tags.mlflow.parentRunId = <study ru
 the study's varied keys, rows grouped by the ``group`` tag (mean of the seeds). The script writes that tag
 (``MlflowClient.set_experiment_tag``) and prints the links, which also work in a normal browser.
 
-The store is opened with the checks every tool makes (``ablation.store``): a SQLite path where no file is, a corrupt
+The store is opened with the checks every tool makes (``tracking.store``): a SQLite path where no file is, a corrupt
 or unwritable file, a server that is down or refuses the credentials are refused in one line (exit status 2), and
 so are a missing study and a missing Chromium; nothing is created at a mistyped path.
 
@@ -43,9 +43,11 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from ablation.mlflow_server import MlflowServer
-from ablation.store import TrackingError, open_existing_store
+from tracking.store import TrackingError, open_existing_store
 from core.cli import ArgumentParser
-from core.names import KIND_STUDY, KIND_TAG, PARENT_ID_TAG, child_runs, latest_study_run, tracking_uri
+from core.names import tracking_uri
+from tracking.runs import child_runs, latest_study_run
+from tracking.tags import KIND_STUDY, StudyTags, TrialTags
 
 CHROMIUM = "/usr/bin/chromium"
 BROWSER_HOST = "mlflow-server.test"  # RFC 2606 reserved name; the browser maps it onto 127.0.0.1
@@ -81,11 +83,11 @@ def find_study_runs(client: MlflowClient, study: str, where: str) -> StudyRuns:
                            f"(python -m ablation.run --study {study}) or pass --tracking-uri")
     parent = latest_study_run(client, exp.experiment_id, study)
     if parent is None:
-        raise UiCheckError(f"experiment {study!r} at {where} has no study run (tag {KIND_TAG}={KIND_STUDY})")
+        raise UiCheckError(f"experiment {study!r} at {where} has no study run (tag {StudyTags.key('kind')}={KIND_STUDY})")
     children = child_runs(client, exp.experiment_id, parent.info.run_id)
     if not children:
         raise UiCheckError(f"study run {parent.info.run_id} of {study!r} at {where} has no child runs")
-    keys = [k for k in parent.data.tags.get("study.group_keys", "").split(",") if k]
+    keys = list(StudyTags.from_tags(parent.data.tags).group_keys or ())
     return StudyRuns(exp.experiment_id, parent.info.run_id, keys, children)
 
 
@@ -95,12 +97,12 @@ def share_study_view(client: MlflowClient, study: str, runs: StudyRuns) -> str:
     params = list(dict.fromkeys([*runs.group_keys, *VIEW_COLUMNS_PARAMS]))
     columns = [f"metrics.`{m}`" for m in VIEW_COLUMNS_METRICS] + [f"params.`{p}`" for p in params]
     state = {
-        "searchFilter": f"tags.`{PARENT_ID_TAG}` = '{runs.parent_id}'",
+        "searchFilter": TrialTags.filter(parent_run_id=runs.parent_id),
         "selectedColumns": columns,
         # The UI applies widths to the columns named in columnOrder only (and in that order).
         "columnOrder": ["attributes.`Run Name`", *columns],
         "columnWidths": {"attributes.`Run Name`": 320, **{c: 150 for c in columns if c.startswith("metrics.")}},
-        "groupBy": {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": "group"}]},
+        "groupBy": {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": TrialTags.key("group")}]},
     }
     key = re.sub(r"[^A-Za-z0-9_-]", "-", study)
     client.set_experiment_tag(runs.experiment_id, f"mlflow.sharedViewState.{key}", json.dumps(state))
@@ -193,7 +195,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     """Exit status 0 when both pages show the study, 1 when one does not (or the server did not start), 2 for bad
-    input (one line on stderr): the window size, Chromium, the tracking store (the checks of ``ablation.store``:
+    input (one line on stderr): the window size, Chromium, the tracking store (the checks of ``tracking.store``:
     missing, corrupt or unwritable SQLite file, server down or refusing the credentials) or the study."""
     args = parse_args(argv)
     try:

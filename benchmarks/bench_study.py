@@ -37,6 +37,7 @@ from pathlib import Path
 
 import ablation  # noqa: F401 - the same Ray/MLflow defaults as a study, set before Ray is imported
 from benchmarks.common import Figure
+from tracking.tags import StudyTags, TrialTags
 
 NAME = "study"
 ROOT = Path(__file__).resolve().parent.parent
@@ -188,7 +189,7 @@ def run_study_timed(spec, folder: Path, num_cpus: int = 2) -> dict:
         raise RuntimeError(f"study {spec.name}: {outcome.finished}/{outcome.total} trials finished")
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(spec.name)
-    runs = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("kind") == "trial"]
+    runs = [r for r in client.search_runs([exp.experiment_id]) if TrialTags.from_tags(r.data.tags).is_trial]
     spans = sorted((r.info.start_time / 1000, r.info.end_time / 1000) for r in runs)
     in_trial = sum(b - a for a, b in spans)
     epoch_time = sum(m.value for r in runs for m in client.get_metric_history(r.info.run_id, "time_epoch"))
@@ -227,15 +228,16 @@ def time_mlflow_per_trial(spec, folder: Path, n: int, epochs: int) -> float:
     uri = f"sqlite:///{folder / 'mlflow_probe.db'}"
     client = MlflowClient(uri)
     exp_id = ensure_experiment(client, "probe")
-    parent = create_parent_run(client, exp_id, "probe", tags={}, params={"study.trials": n})
+    parent = create_parent_run(client, exp_id, StudyTags(study="probe"), params={"study.trials": n})
     cfg = trial_config(spec, spec.plan[0].params)
     metrics = {"loss": 1.0, "loss_id": 1.0, "loss_metric": 0.5, "lr": 1e-3, "images_per_sec": 100.0,
                "time_epoch": 1.0, "rank1": 50.0, "rank5": 60.0, "rank10": 70.0, "rank20": 80.0, "mAP": 40.0,
                "mINP": 20.0}
-    TrialRun(uri, exp_id, parent, "warmup", "warmup", {}, to_flat_dict(cfg)).finish()
+    TrialRun(uri, exp_id, "warmup", TrialTags(parent_run_id=parent, trial_id="warmup"), to_flat_dict(cfg)).finish()
     start = time.perf_counter()
     for i in range(n):
-        run = TrialRun(uri, exp_id, parent, f"t{i}", f"t{i}", {"study": "probe"}, to_flat_dict(cfg))
+        run = TrialRun(uri, exp_id, f"t{i}", TrialTags(parent_run_id=parent, trial_id=f"t{i}", study="probe"),
+                       to_flat_dict(cfg))
         run.log_text(to_yaml(cfg), "config.yaml")
         for e in range(1, epochs + 1):
             run.log_epoch(e, metrics)

@@ -1,7 +1,6 @@
 """Config -> parts: the one place that maps schema keys onto the data, model and loss constructors."""
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import torch
@@ -119,6 +118,5 @@ def build_model(cfg: Config, num_classes: int) -> ReIDModel:
 
 
 def build_loss(cfg: Config, num_classes: int, feat_dim: int) -> torch.nn.Module:
-    fields = {k: v for k, v in dataclasses.asdict(cfg.loss).items() if k != "type"}
-    return build_criterion(cfg.loss.type, num_classes=num_classes, feat_dim=feat_dim, cross_modal=is_cross_modal(cfg),
-                           neck=resolved_neck(cfg), **fields)
+    return build_criterion(cfg.loss, num_classes=num_classes, feat_dim=feat_dim, cross_modal=is_cross_modal(cfg),
+                           neck=resolved_neck(cfg))

@@ -1,13 +1,12 @@
-"""Names the packages share: the per-epoch metrics and the MLflow layout of a study (docs/ARCHITECTURE.md).
+"""Names the packages share: the per-epoch metrics, the MLflow params and the tracking-URI rule (docs/ARCHITECTURE.md).
 
-Defined once here and imported by core (which reports the metrics), ablation (which logs them and the tags) and
-reports (which reads them back). No heavy imports: nothing here needs torch, Ray or MLflow; functions that query
-MLflow take the client as an argument.
+Defined once here and imported by core (which reports the metrics), ablation (which logs them) and reports (which
+reads them back). No heavy imports: nothing here needs torch, Ray or MLflow. The MLflow tags and run queries are
+``tracking.tags`` and ``tracking.runs``.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 # --- per-epoch metrics (percent for the ranking metrics) ---------------------------------------------------------
 EVAL_METRICS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")  # higher is better
@@ -50,28 +49,10 @@ def metric_mode(metric: str) -> str:
     return "min" if metric in LOSS_METRICS else "max"
 
 
-# --- MLflow layout: one parent (study) run, one child run per trial -------------------------------------------------
-PARENT_ID_TAG = "mlflow.parentRunId"
-KIND_TAG, KIND_STUDY, KIND_TRIAL = "kind", "study", "trial"
-STUDY_TAG = "study"
-#: Parent-run tag holding the study's published numbers (``targets:`` of the study file), as JSON:
-#: ``{"source": str, "rows": {group label: {"rank1": float, "mAP": float, "name": str}}}``.
-TARGETS_TAG = "study.targets"
+# --- MLflow params shared by the trials (writers) and the reports (readers); the tags are tracking.tags ------------
 #: The config key (an MLflow param of every trial) naming the dataset: the column of a paper-style table.
 DATASET_PARAM = "data.dataset"
 UNREAD = "unread"  # the MLflow param value of a config key the trial's training does not read
-
-
-def study_run_filter(study: str) -> str:
-    """The MLflow filter that finds the parent runs of ``study`` (newest first with ``attributes.start_time DESC``)."""
-    return f"tags.{KIND_TAG} = '{KIND_STUDY}' and tags.{STUDY_TAG} = '{study}'"
-
-
-def latest_study_run(client: Any, experiment_id: str, study: str):
-    """The most recently started parent run of ``study`` (``MlflowClient.search_runs``), or ``None``."""
-    runs = client.search_runs([experiment_id], filter_string=study_run_filter(study),
-                              order_by=["attributes.start_time DESC"], max_results=1)
-    return runs[0] if runs else None
 
 
 def tracking_uri(uri: str | None, default_file: str = "mlflow.db") -> str:
@@ -87,14 +68,3 @@ def tracking_uri(uri: str | None, default_file: str = "mlflow.db") -> str:
         return f"sqlite:///{Path(uri[len('sqlite:///'):]).resolve()}"
     return uri
 
-
-def child_runs(client: Any, experiment_id: str, parent_id: str, extra_filter: str = "", page_size: int = 1000) -> list:
-    """Every child run of ``parent_id`` (``MlflowClient.search_runs``, page by page: no cap on the count)."""
-    query = f"tags.`{PARENT_ID_TAG}` = '{parent_id}'" + (f" and {extra_filter}" if extra_filter else "")
-    runs, token = [], None
-    while True:
-        page = client.search_runs([experiment_id], filter_string=query, max_results=page_size, page_token=token)
-        runs += list(page)
-        token = getattr(page, "token", None)
-        if not token:
-            return runs

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from core.cli import ArgumentParser
 from core.names import tracking_uri
-from ablation.store import retry
+from tracking.defaults import apply_mlflow_defaults
+from tracking.store import retry
 from reports.collect import (ReportError, StudyInfo, collect_trials, finished_mask, load_history, study_client,
                              table_trials)
 from reports.diagnostics import build_section as diagnostics_section
@@ -137,6 +138,7 @@ def _selection_note(selection: str | None, trials) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    apply_mlflow_defaults()  # the CLI's settings; importing reports leaves the environment as it is
     parser = ArgumentParser(prog="python -m reports.build", description=__doc__.splitlines()[0])
     parser.add_argument("--study", required=True, action="append",
                         help="study name (= MLflow experiment name); give it several times for one paper-style "

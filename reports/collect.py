@@ -2,7 +2,7 @@
 
 Reports are built from MLflow alone (no Ray result folders, no core code), so a report can be rebuilt on any
 machine that can reach the tracking store, long after the trials ran. The store is opened with the checks every
-tool makes (``ablation.store``: a missing, corrupt or unwritable SQLite file, a server that is down or refuses the
+tool makes (``tracking.store``: a missing, corrupt or unwritable SQLite file, a server that is down or refuses the
 credentials, each refused in one line), and every read goes through the driver's ``retry``, so a tracking server
 restarting while a report is built delays it instead of failing it. The layout read here is the contract in
 docs/ARCHITECTURE.md, "MLflow layout": an experiment named after the study, one parent run per study execution
@@ -12,10 +12,6 @@ docs/ARCHITECTURE.md, "MLflow layout": an experiment named after the study, one 
 from __future__ import annotations
 
 import json
-import os
-
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # the machines have no internet; set before import
-
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +20,11 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from ablation.store import TrackingError, open_existing_store, retry
-from core.names import (DATASET_PARAM, EPOCH_METRICS, KIND_STUDY, KIND_TAG, STUDY_TAG, TARGETS_TAG, UNREAD,
-                        child_runs, latest_study_run)
+from tracking.store import TrackingError, open_existing_store, retry
+from core.names import DATASET_PARAM, EPOCH_METRICS, UNREAD
 from core.names import tracking_uri as resolve_uri
+from tracking.runs import child_runs, latest_study_run
+from tracking.tags import StudyTags, TrialTags
 
 FINISHED = "FINISHED"
 
@@ -61,7 +58,7 @@ def _hint(study: str) -> str:
 
 
 def open_client(study: str, tracking_uri: str) -> MlflowClient:
-    """A client for ``tracking_uri`` after the store checks (``ablation.store.open_existing_store``).
+    """A client for ``tracking_uri`` after the store checks (``tracking.store.open_existing_store``).
 
     A SQLite file that does not exist is refused: MLflow would silently create an empty database there (schema
     included), so a typo in the path would leave a stray ``mlflow.db`` behind and then report "no experiment"
@@ -90,21 +87,21 @@ def find_study(study: str, tracking_uri: str, parent_run_id: str | None = None) 
             parent = retry(lambda: client.get_run(parent_run_id))
         except MlflowException as exc:
             raise ReportError(f"study {study!r}: parent run {parent_run_id} not found at {tracking_uri}") from exc
-        if parent.data.tags.get(KIND_TAG) != KIND_STUDY or parent.data.tags.get(STUDY_TAG) != study:
+        tags = StudyTags.from_tags(parent.data.tags)
+        if not tags.is_study or tags.study != study:
             raise ReportError(f"study {study!r}: run {parent_run_id} at {tracking_uri} is not a parent run of it")
     else:
         parent = retry(lambda: latest_study_run(client, experiment.experiment_id, study))
         if parent is None:
             raise ReportError(f"study {study!r}: no parent run (tag kind=study) at {tracking_uri} ({_hint(study)})")
-    tags = parent.data.tags
-    keys = tuple(k.strip() for k in tags.get("study.group_keys", "").split(",") if k.strip())
+    tags = StudyTags.from_tags(parent.data.tags)
     return StudyInfo(name=study, tracking_uri=tracking_uri, experiment_id=parent.info.experiment_id,
                      parent_run_id=parent.info.run_id, parent_status=parent.info.status,
                      parent_start_time=parent.info.start_time or 0,
-                     metric=tags.get("study.metric") or "rank1", mode=tags.get("study.mode") or "max",
-                     group_keys=keys, baseline=tags.get("study.baseline") or None,
-                     algorithm=tags.get("study.algorithm") or "grid", targets=_targets(study, tags.get(TARGETS_TAG)),
-                     selection=tags.get("study.selection") or None)
+                     metric=tags.metric or "rank1", mode=tags.mode or "max",
+                     group_keys=tags.group_keys or (), baseline=tags.baseline or None,
+                     algorithm=tags.algorithm or "grid", targets=_targets(study, tags.targets),
+                     selection=tags.selection or None)
 
 
 def _targets(study: str, text: str | None) -> dict | None:
@@ -113,7 +110,8 @@ def _targets(study: str, text: str | None) -> dict | None:
     try:
         targets = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ReportError(f"study {study!r}: tag {TARGETS_TAG} of the parent run is not JSON ({exc})") from None
+        raise ReportError(f"study {study!r}: tag {StudyTags.key('targets')} of the parent run is not JSON ({exc})") \
+            from None
     return targets if targets.get("rows") else None
 
 
@@ -125,14 +123,14 @@ def _child_runs(client: MlflowClient, info: StudyInfo) -> list:
 def _trial_row(run, group_keys: tuple[str, ...]) -> dict:
     """One trial as a flat dict. Final metrics come from ``run.data.metrics``: MLflow keeps, per metric, the value
     at the highest step logged, which is what "final" means here, also for rank/mAP when eval skips epochs."""
-    tags, params = run.data.tags, run.data.params
-    group = tags.get("group") or ", ".join(f"{k}={params.get(k)}" for k in group_keys) or run.info.run_name
-    seed = tags.get("seed") or params.get("solver.seed")
-    seed = int(seed) if seed and seed.lstrip("-").isdigit() else seed
+    tags, params = TrialTags.from_tags(run.data.tags), run.data.params
+    group = tags.group or ", ".join(f"{k}={params.get(k)}" for k in group_keys) or run.info.run_name
+    seed = tags.seed if tags.seed not in (None, "") else params.get("solver.seed")
+    seed = int(seed) if isinstance(seed, str) and seed.lstrip("-").isdigit() else seed
     row = {"run_id": run.info.run_id, "run_name": run.info.run_name, "status": run.info.status,
-           "group": group, "seed": seed, "split": int(tags["split"]) if tags.get("split") else None,
-           "phase": tags.get("phase") or None,
-           "trial_id": tags.get("trial_id"), "failure_reason": tags.get("failure_reason") or None,
+           "group": group, "seed": seed, "split": tags.split if tags.split not in (None, "") else None,
+           "phase": tags.phase or None,
+           "trial_id": tags.trial_id, "failure_reason": tags.failure_reason or None,
            "start_time": run.info.start_time, "dataset": params.get(DATASET_PARAM), "protocol": protocol(params)}
     row.update({k: params.get(k) for k in group_keys})
     row.update({m: run.data.metrics.get(m) for m in EPOCH_METRICS})

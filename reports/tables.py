@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 
 import pandas as pd
 
+from core.names import metric_mode
 from reports.collect import finished_mask
 from reports.stats import ALPHA, MAX_SEEDS, NO_TEST, POWER, WELCH, compare_groups
 from reports.targets import TARGET_METRICS
@@ -34,11 +35,6 @@ OPTIONAL_METRICS = ("mINP", "rank1_v2t", "mAP_v2t", "rank1_t2v", "mAP_t2v")  # R
 
 def label(metric: str) -> str:
     return LABELS.get(metric, metric)
-
-
-def higher_is_better(metric: str) -> bool:
-    """Every per-epoch metric is an accuracy except the ``loss*`` family."""
-    return not metric.startswith("loss")
 
 
 def table_metrics(trials: pd.DataFrame, study_metric: str | None = None) -> tuple[str, ...]:
@@ -108,7 +104,7 @@ def best_value(means: pd.Series, metric: str) -> float | None:
     shown = means.dropna().round(2)
     if shown.empty:
         return None
-    return shown.max() if higher_is_better(metric) else shown.min()
+    return shown.max() if metric_mode(metric) == "max" else shown.min()
 
 
 def _cell(text: object) -> str:

@@ -1,6 +1,6 @@
 """A bad tracking store through the tools that read one (``python -m reports.build``, ``python -m ablation.ui_check``):
 each is refused with exit status 2 and ONE stderr line naming the store, no traceback, before any work, by the
-checks ``ablation.run`` makes too (``ablation.store``); and no tool creates a store at a path the user mistyped.
+checks ``ablation.run`` makes too (``tracking.store``); and no tool creates a store at a path the user mistyped.
 
 The line says which check answered (the SQLite header, the missing file, the server's health probe, the
 authenticated read), so a missing check shows as another line or as a hang in MLflow's minutes of HTTP retries

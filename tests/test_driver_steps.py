@@ -27,3 +27,26 @@ def test_a_report_that_cannot_be_built_after_training_says_how_to_build_it(tmp_p
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "study loss_comparison trained, but its report could not be built" in err[0]
     assert "python -m reports.build --study loss_comparison --tracking-uri sqlite:///" in err[0]
+
+
+def test_tune_verbosity_reaches_the_fit_step_as_an_argument_not_through_the_environment(tmp_path, monkeypatch):
+    import os
+
+    import ablation.driver as driver
+    seen = {}
+
+    def opened(spec, *args):
+        return driver.OpenStudy(spec=spec, client=None, tracking_uri="sqlite:////m.db", experiment_id="1",
+                                parent_id="p", ray_path=str(tmp_path / "s-1"), resumed=False, started_ray=False,
+                                ctx=None)
+
+    def fit(study):
+        seen["verbose"] = study.verbose
+        return [], []
+
+    monkeypatch.setattr(driver, "open_study", opened)
+    monkeypatch.setattr(driver, "fit_study", fit)
+    monkeypatch.setattr(driver, "close_study", lambda study, *args: "closed")
+    before = dict(os.environ)
+    assert driver.run_study("spec", "sqlite:////m.db", str(tmp_path), verbose=2) == "closed"
+    assert seen == {"verbose": 2} and dict(os.environ) == before

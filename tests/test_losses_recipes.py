@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+from core.config import LossConfig
 from core.losses import (
     RECIPES,
     BatchHardExpATLoss,
@@ -16,9 +17,15 @@ from core.losses import (
 C, D = 5, 8
 
 
+def criterion(loss_type, num_classes, feat_dim, cross_modal=False, neck=None, id_anchors_only=None, **fields):
+    """The criterion of a trial whose ``loss`` config has ``loss_type`` and ``fields`` (the schema's defaults else)."""
+    return build_criterion(LossConfig(type=loss_type, **fields), num_classes, feat_dim, cross_modal, neck=neck,
+                           id_anchors_only=id_anchors_only)
+
+
 def parts_of(loss_type, cross_modal=False, **kw):
     """(kind, weight, model output read) of each part, with the recipe's reference neck unless ``neck`` is given."""
-    crit = build_criterion(loss_type, C, D, cross_modal, **kw)
+    crit = criterion(loss_type, C, D, cross_modal, **kw)
     return [(p.kind, p.weight, p.input_key(crit.metric_feature)) for p in crit.parts]
 
 
@@ -42,9 +49,9 @@ def test_single_modality_recipes_match_spec_table():
 def test_cross_modal_recipes():
     assert parts_of("expat", True) == [("id", 1.0, "logits"), ("expat_bidir", 1.0, "neck_feat")]
     assert parts_of("bnneck", True) == [("id", 1.0, "logits"), ("triplet", 1.0, "global_feat")]
-    crit = build_criterion("expat", C, D, cross_modal=True)
+    crit = criterion("expat", C, D, cross_modal=True)
     assert crit.parts[0].id_roles == (0, 3)
-    assert build_criterion("bnneck", C, D, cross_modal=True).parts[0].id_roles == ()
+    assert criterion("bnneck", C, D, cross_modal=True).parts[0].id_roles == ()
 
 
 def test_weight_overrides_and_ignored_absent_component():
@@ -58,13 +65,13 @@ def test_weight_overrides_and_ignored_absent_component():
 
 def test_unknown_loss_type_lists_valid_names():
     with pytest.raises(ValueError, match="bnneck.*expat.*expat_center.*triplet"):
-        build_criterion("expAT", C, D)
+        criterion("expAT", C, D)
     with pytest.raises(TypeError):
-        build_criterion("triplet", C, D, not_a_param=1)
+        criterion("triplet", C, D, not_a_param=1)
 
 
 def test_loss_params_reach_the_modules():
-    crit = build_criterion(
+    crit = criterion(
         "expat", C, D, True, at_margin=0.5, expat_reduction="mean_of_exp", relu_neg=False,
         weight_rgb2ir=0.3, weight_ir2rgb=0.7, label_smoothing=0.2,
     )
@@ -73,7 +80,7 @@ def test_loss_params_reach_the_modules():
     assert isinstance(bidir, BiDirectionalExpATLoss)
     assert (bidir.margin, bidir.reduction, bidir.relu_neg) == (0.5, "mean_of_exp", False)
     assert (bidir.weight_rgb2ir, bidir.weight_ir2rgb) == (0.3, 0.7)
-    trip = build_criterion("bnneck", C, D, margin=0.5, soft_margin=True).terms[1].loss
+    trip = criterion("bnneck", C, D, margin=0.5, soft_margin=True).terms[1].loss
     assert isinstance(trip, TripletLoss) and trip.margin == 0.5 and trip.soft_margin
 
 
@@ -96,7 +103,7 @@ def pk(n_ids=4, k=2):
 )
 def test_gradients_flow_to_the_consumed_feature(loss_type, metric_feature):
     out, batch = fake_outputs(8), pk()
-    crit = build_criterion(loss_type, C, D)
+    crit = criterion(loss_type, C, D)
     total, _ = crit(out, batch)
     total.backward()
     other = "neck_feat" if metric_feature == "global_feat" else "global_feat"
@@ -108,7 +115,7 @@ def test_gradients_flow_to_the_consumed_feature(loss_type, metric_feature):
 @pytest.mark.parametrize("loss_type", ["triplet", "bnneck", "expat", "expat_center"])
 def test_total_is_weighted_sum_and_components_are_named(loss_type):
     out, batch = fake_outputs(8, seed=1), pk()
-    crit = build_criterion(loss_type, C, D)
+    crit = criterion(loss_type, C, D)
     total, comps = crit(out, batch)
     assert set(comps) == {"loss_id", "loss_metric", "loss_center"}
     assert all(not v.requires_grad for v in comps.values())
@@ -134,7 +141,7 @@ def test_total_is_weighted_sum_and_components_are_named(loss_type):
 
 
 def test_center_part_exposes_centers_with_gradient():
-    crit = build_criterion("expat_center", C, D).double()
+    crit = criterion("expat_center", C, D).double()
     out, batch = fake_outputs(8, seed=2), pk()
     crit(out, batch)[0].backward()
     assert crit.center_loss.centers.shape == (C, D)
@@ -153,7 +160,7 @@ def role_major(b=2, seed=3):
 
 def test_cross_modal_expat_with_roles_uses_anchor_id_loss_and_triplets():
     out, batch = role_major()
-    crit = build_criterion("expat", C, D, cross_modal=True)
+    crit = criterion("expat", C, D, cross_modal=True)
     total, comps = crit(out, batch)
     ce = CrossEntropyLabelSmooth(C, 0.1)
     logits, pids, roles = out["logits"], batch["pids"], batch["roles"]
@@ -169,7 +176,7 @@ def test_cross_modal_expat_with_roles_uses_anchor_id_loss_and_triplets():
 
 def test_cross_modal_expat_anchor_only_switch():
     out, batch = role_major()
-    crit = build_criterion("expat", C, D, cross_modal=True, id_anchors_only=False)
+    crit = criterion("expat", C, D, cross_modal=True, id_anchors_only=False)
     _, comps = crit(out, batch)
     expected = CrossEntropyLabelSmooth(C, 0.1)(out["logits"], batch["pids"])
     assert comps["loss_id"].item() == pytest.approx(expected.item(), rel=1e-12)
@@ -178,7 +185,7 @@ def test_cross_modal_expat_anchor_only_switch():
 def test_cross_modal_expat_without_roles_uses_batch_hard():
     out = fake_outputs(8, seed=4)
     batch = {"pids": torch.tensor([0, 0, 1, 1, 0, 0, 1, 1]), "modality": torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])}
-    _, comps = build_criterion("expat", C, D, cross_modal=True)(out, batch)
+    _, comps = criterion("expat", C, D, cross_modal=True)(out, batch)
     expected = BiDirectionalExpATLoss().from_batch(out["neck_feat"], batch["pids"], batch["modality"])
     assert comps["loss_metric"].item() == pytest.approx(expected.item(), rel=1e-12)
     assert comps["loss_id"].item() == pytest.approx(
@@ -188,7 +195,7 @@ def test_cross_modal_expat_without_roles_uses_batch_hard():
 
 def test_cross_modal_triplet_is_batch_hard_over_whole_batch():
     out, batch = role_major(seed=5)
-    _, comps = build_criterion("bnneck", C, D, cross_modal=True)(out, batch)
+    _, comps = criterion("bnneck", C, D, cross_modal=True)(out, batch)
     expected = TripletLoss(0.3)(out["global_feat"], batch["pids"])
     assert comps["loss_metric"].item() == pytest.approx(expected.item(), rel=1e-12)
 
@@ -197,7 +204,7 @@ def test_margin_one_expat_criterion_value_by_hand():
     # 2 ids x 2 images, unit vectors: (1,0),(0,1) id 0; (1,1),(-1,0) id 1 -> mean h = 1 + 1.25/sqrt2.
     feat = torch.tensor([[1.0, 0], [0, 1], [1, 1], [-1, 0]], dtype=torch.float64)
     out = {"global_feat": feat * 0, "neck_feat": feat, "logits": torch.zeros(4, C, dtype=torch.float64)}
-    _, comps = build_criterion("expat", C, 2)(out, {"pids": torch.tensor([0, 0, 1, 1])})
+    _, comps = criterion("expat", C, 2)(out, {"pids": torch.tensor([0, 0, 1, 1])})
     assert comps["loss_metric"].item() == pytest.approx(0.1 * math.exp(1 + 1.25 * 2 ** -0.5), rel=1e-6)
     assert comps["loss_id"].item() == pytest.approx(math.log(C), rel=1e-9)
 
@@ -209,7 +216,7 @@ def test_the_neck_decides_which_feature_every_loss_consumes(loss_type, neck, met
     """docs/REPRODUCTION.md §4 / RSB: bnneck puts metric (and center) losses before the BN, csbn after it; the ID loss
     always reads the classifier's logits. Any loss type on any neck follows the neck, not its own reference neck."""
     out, batch = fake_outputs(8, seed=6), pk()
-    crit = build_criterion(loss_type, C, D, neck=neck)
+    crit = criterion(loss_type, C, D, neck=neck)
     _, comps = crit(out, batch)
     crit(out, batch)[0].backward()
     other = "neck_feat" if metric_feature == "global_feat" else "global_feat"
@@ -247,7 +254,7 @@ def test_declared_loss_reads_are_exactly_the_fields_that_change_the_loss(loss_ty
 
     def value(**fields):
         torch.manual_seed(0)  # the same centers every time
-        crit = build_criterion(loss_type, C, D, cross_modal, **fields).double()
+        crit = criterion(loss_type, C, D, cross_modal, **fields).double()
         return crit(out, batch)[0].item()
 
     reference = value()
@@ -258,3 +265,16 @@ def test_declared_loss_reads_are_exactly_the_fields_that_change_the_loss(loss_ty
         moved = value(**{f.name: _changed(getattr(LossConfig(), f.name))})
         assert (moved != reference) == (f.name in reads), f.name
     assert ("center_lr" in reads) == (loss_type == "expat_center")
+
+
+def test_the_trials_loss_config_reaches_the_modules_through_the_factory():
+    """``core.factory.build_loss`` hands the trial's ``cfg.loss`` itself to ``build_criterion``: a value set for
+    the trial (not the schema's default) is what the loss module holds."""
+    from core.config import load_config
+    from core.factory import build_loss
+    cfg = load_config("quick", {"loss.type": "expat", "loss.at_margin": 0.5, "loss.expat_reduction": "mean_of_exp",
+                                "loss.label_smoothing": 0.2, "loss.metric_weight": 0.3})
+    crit = build_loss(cfg, C, D)
+    ce, metric = crit.terms[0].ce, crit.terms[1].loss
+    assert ce.epsilon == 0.2 and (metric.margin, metric.reduction) == (0.5, "mean_of_exp")
+    assert crit.parts[1].weight == 0.3

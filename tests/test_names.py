@@ -4,7 +4,9 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from core.names import EVAL_METRICS, PARENT_ID_TAG, child_runs, metric_mode, tracking_uri
+from core.names import EVAL_METRICS, metric_mode, tracking_uri
+from tracking.runs import child_runs
+from tracking.tags import PARENT_ID_TAG
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,3 +39,11 @@ def test_the_ranking_metric_list_is_written_once():
     holders = [p.relative_to(ROOT).as_posix() for pkg in ("core", "ablation", "reports")
                for p in (ROOT / pkg).rglob("*.py") if literal in p.read_text()]
     assert holders == ["core/names.py"]
+
+
+def test_the_report_bolds_by_the_one_direction_rule():
+    import pandas as pd
+
+    from reports.tables import best_value
+    means = pd.Series([1.0, 2.0])
+    assert [best_value(means, m) for m in ("rank1", "mINP", "loss", "loss_metric")] == [2.0, 2.0, 1.0, 1.0]

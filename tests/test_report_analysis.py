@@ -14,7 +14,7 @@ from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import Metric, Param  # noqa: E402
 
 from reports.build import build_report, main  # noqa: E402
-from core.names import TARGETS_TAG  # noqa: E402
+from tracking.tags import StudyTags  # noqa: E402
 from reports.collect import collect_trials  # noqa: E402
 from reports.effects import main_effects, varied_keys  # noqa: E402
 
@@ -27,7 +27,7 @@ def log_study(client, name, trials, group_keys, algorithm="grid", baseline="", t
     exp = client.create_experiment(name)
     tags = {"kind": "study", "study": name, "study.metric": "rank1", "study.mode": "max",
             "study.group_keys": ",".join(group_keys), "study.baseline": baseline, "study.algorithm": algorithm,
-            TARGETS_TAG: targets}
+            StudyTags.key("targets"): targets}
     parent = client.create_run(exp, start_time=T0, run_name=name, tags=tags).info.run_id
     for i, (params, seed, r1, mp, status) in enumerate(trials):
         group = ", ".join(f"{k}={params[k]}" for k in group_keys)

@@ -5,12 +5,13 @@ from mlflow.tracking import MlflowClient
 from ablation.driver import check_same_plan
 from ablation.study import StudyError, load_study
 from ablation.tracking import create_parent_run, ensure_experiment, find_parent_run
+from tracking.tags import StudyTags
 
 
 def _store(tmp_path, study, trials, names):
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     exp = ensure_experiment(client, study)
-    parent = create_parent_run(client, exp, study, tags={}, params={"study.trials": trials})
+    parent = create_parent_run(client, exp, StudyTags(study=study), params={"study.trials": trials})
     for name in names:
         client.create_run(exp, run_name=name, tags={"mlflow.parentRunId": parent, "kind": "trial"})
     return client, exp, find_parent_run(client, exp, study)

@@ -1,10 +1,11 @@
 """Loss recipes: the four algorithms of docs/REPRODUCTION.md §5 (and their RGB-IR forms) as data, plus the module
 that runs one.
 
-A recipe is a tuple of :class:`Part` (loss kind, weight). ``build_criterion`` looks the recipe up, applies weight
-overrides and builds one module per part from ``TERMS``; adding an algorithm means adding a table entry, not a
-branch. Which model output a part consumes is the neck's decision (:mod:`core.necks`): the ID part reads the
-logits, the metric and center parts the neck's ``metric_feature``.
+A recipe is a tuple of :class:`Part` (loss kind, weight). ``build_criterion`` takes the trial's ``LossConfig`` as it
+is, looks the recipe of its ``type`` up, applies weight overrides and builds one module per part from ``TERMS``;
+adding an algorithm means adding a table entry, not a branch. Which model output a part consumes is the neck's
+decision (:mod:`core.necks`): the ID part reads the logits, the metric and center parts the neck's
+``metric_feature``.
 
 Each kind of part declares the ``loss.*`` fields it reads (``Term.reads``): its builder is handed exactly those,
 so the declaration is what the part uses, and the effective configuration (:mod:`core.effective`) can tell which
@@ -249,17 +250,16 @@ def recipe_reads(loss_type: str, cross_modal: bool) -> tuple[str, ...]:
 
 
 def build_criterion(
-    loss_type: str, num_classes: int, feat_dim: int, cross_modal: bool = False, neck: Optional[str] = None,
-    id_anchors_only: Optional[bool] = None, **loss_fields
+    loss: LossConfig, num_classes: int, feat_dim: int, cross_modal: bool = False, neck: Optional[str] = None,
+    id_anchors_only: Optional[bool] = None
 ) -> Criterion:
-    """Build the criterion of ``loss_type`` (one of ``RECIPES``) for ``neck`` (None = the recipe's reference
-    neck); ``loss_fields`` are ``LossConfig`` fields, the schema's defaults for the rest.
+    """Build the criterion of the trial's ``loss`` config (``loss.type`` one of ``RECIPES``) for ``neck`` (None =
+    the recipe's reference neck); each part's builder gets the fields it declares (``TERMS[kind].reads``).
 
     Weight overrides for a component the recipe lacks (e.g. ``center_weight`` with ``triplet``) do nothing here;
     the effective configuration refuses a study that sets them for such a trial.
     """
-    loss = dataclasses.replace(LossConfig(type=loss_type), **loss_fields)
-    parts = resolve_parts(loss_type, cross_modal, loss, id_anchors_only)
+    parts = resolve_parts(loss.type, cross_modal, loss, id_anchors_only)
     terms = [TERMS[p.kind].build(p, num_classes, feat_dim, **{f: getattr(loss, f) for f in TERMS[p.kind].reads})
              for p in parts]
-    return Criterion(loss_type, parts, terms, neck_of(neck or RECIPE_NECK[loss_type]).metric_feature)
+    return Criterion(loss.type, parts, terms, neck_of(neck or RECIPE_NECK[loss.type]).metric_feature)

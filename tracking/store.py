@@ -11,7 +11,8 @@ a store the user names and never create one) make the same checks, each failing 
   one authenticated read says whether it takes our credentials (HTTP 401 / 403 named, never their values).
 
 ``retry`` repeats tracking calls through a server restart; the study driver and the report builder use it alike.
-Light imports only (MLflow, no Ray, no torch): ``reports`` imports this module.
+Light imports only (MLflow, no Ray, no torch), and nothing set in the environment: ``ablation`` and ``reports`` both
+import this module.
 """
 from __future__ import annotations
 
