@@ -44,6 +44,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def set_tf32(allow: bool) -> None:
+    """``run.tf32``: whether CUDA matmuls and cuDNN convolutions may compute in TF32 (process-wide torch flags;
+    cuDNN allows it by default, so FP32 must be asked for)."""
+    torch.backends.cuda.matmul.allow_tf32 = allow
+    torch.backends.cudnn.allow_tf32 = allow
+
+
 def resolve_device(name: str) -> torch.device:
     """``run.device`` as a torch device; ``cuda`` on a machine without a GPU is a config error."""
     if name == "auto":
@@ -77,6 +84,7 @@ class Trainer:
             torch.set_num_threads(cfg.run.threads)
             cv2.setNumThreads(cfg.run.threads)
         seed_everything(cfg.solver.seed)
+        set_tf32(cfg.run.tf32)
         self.device = resolve_device(cfg.run.device)
         self.splits = build_dataset(cfg)
         self.train_loader, self.query_loader, self.gallery_loader = build_loaders(cfg, self.splits)

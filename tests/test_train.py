@@ -41,6 +41,28 @@ def test_authors_triplet_sampler_with_separate_bn_groups():
     assert math.isfinite(parts["loss"]) and parts["loss_metric"] > 0
 
 
+@pytest.fixture
+def restore_tf32_flags():
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+@pytest.mark.parametrize("tf32", [False, True])
+def test_run_tf32_sets_both_torch_flags_before_training(tf32, restore_tf32_flags):
+    # Start from the opposite setting, so only the trainer can have put the flags where they end up.
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = not tf32
+    Trainer(load_config("quick", {**TINY, "solver.epochs": 1, "run.tf32": tf32}), log=lambda s: None)
+    assert torch.backends.cuda.matmul.allow_tf32 is tf32 and torch.backends.cudnn.allow_tf32 is tf32
+
+
+def test_paper_presets_compute_in_fp32():
+    # The authors' GPUs had no TF32; the quick presets keep torch's faster default.
+    for preset in ("market_paper", "duke_paper", "sysu_paper", "regdb_paper"):
+        assert load_config(preset).run.tf32 is False, preset
+    assert load_config("quick").run.tf32 is True
+
+
 def test_short_training_clearly_beats_chance():
     """Six epochs on the generated Market-layout data: far above both the untrained model and random ranking."""
     cfg = load_config("quick_market", {"solver.epochs": 6, "eval.every": 6, "run.progress": False,
