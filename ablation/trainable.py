@@ -23,6 +23,7 @@ from ablation.study import StudySpec, trial_config, trial_from_config
 from ablation.tracking import TrialRun, find_child, retry
 from core.config import ConfigError, to_yaml
 from core.effective import effective_params, resolve
+from core.factory import with_pretrained_sha256
 from core.data import DatasetError
 from core.engine import NonFiniteLossError, train
 from core.names import EVAL_METRICS
@@ -47,7 +48,7 @@ def run_trial(config: dict[str, Any], ctx: StudyContext) -> None:
     os.environ.update(ctx.credentials)  # read by every MlflowClient of this worker
     trial = trial_from_config(spec, config)
     # The trial trains, logs and saves its effective configuration: auto and default weights resolved.
-    cfg = resolve(trial_config(spec, trial.params, trial.row))
+    cfg = with_pretrained_sha256(resolve(trial_config(spec, trial.params, trial.row)))  # + the weights' hash
     resources = spec.resources
     cfg.run.threads = max(1, int(resources.get("cpu", 1)))  # threads follow the trial's CPU share
     cfg.run.device = "cuda" if resources.get("gpu", 0) > 0 else "cpu"

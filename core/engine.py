@@ -62,7 +62,8 @@ def resolve_device(name: str) -> torch.device:
 
 # Keys a resumed run may change: where and how it runs, how it evaluates, and how long it trains. Any other
 # change would continue one training under another's name (config.yaml records the new values).
-RESUMABLE_CHANGES = ("run.", "eval.", "solver.epochs", "solver.max_iters", "data.num_workers")
+RESUMABLE_CHANGES = ("run.", "eval.", "solver.epochs", "solver.max_iters", "data.num_workers",
+                     "model.pretrained_expected")
 
 
 def check_resumable(saved: dict, cfg: Config, checkpoint_dir: str) -> None:
