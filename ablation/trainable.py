@@ -26,7 +26,7 @@ from core.effective import effective_params, resolve
 from core.factory import with_pretrained_sha256
 from core.data import DatasetError
 from core.engine import NonFiniteLossError, train
-from core.names import EVAL_METRICS
+from core.names import EVAL_METRICS, ITER_EVALS
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,8 @@ def run_trial(config: dict[str, Any], ctx: StudyContext) -> None:
     handed_at = [time.monotonic()]  # when Tune last got a checkpoint (the trial's start at first)
 
     def reporter(epoch: int, metrics: dict, checkpoint_dir: str | None) -> None:
+        run.log_iterations(epoch, metrics.get(ITER_EVALS) or {})
+        metrics = {k: v for k, v in metrics.items() if k != ITER_EVALS}  # MLflow's per-iteration series only
         run.log_epoch(epoch, metrics)
         last_eval.update({k: v for k, v in metrics.items() if k in _EVAL_KEYS})
         # Tune sees the latest evaluation on every epoch, so schedulers and searchers always find the metric.

@@ -113,6 +113,7 @@ class SolverConfig:
 @dataclass
 class EvalConfig:
     every: int = 1  # evaluate every N epochs (and always after the last)
+    every_iters: int = 0  # iteration schedules: also evaluate every N iterations (0 = no), as the authors' checkpoints
     metric: Literal["euclidean", "sqeuclidean", "cosine"] = "sqeuclidean"
     feat_norm: bool = True  # L2-normalise test features before the distance (RGB pipeline: yes)
     sysu_mode: Literal["all", "indoor"] = "all"
@@ -189,6 +190,7 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "model.pretrained_sha256": (lambda v: re.fullmatch("([0-9a-f]{64})?", v) is not None,
                                 "empty (the run fills it in) or a sha256 of 64 lower-case hex digits"),
     "eval.every": (lambda v: v >= 1, ">= 1"),
+    "eval.every_iters": (lambda v: v >= 0, ">= 0 (0 = only the epoch evaluations)"),
     "eval.trials": (lambda v: v >= 1, ">= 1"),
     "eval.batch_size": (lambda v: v >= 1, ">= 1"),
     "eval.val_fraction": (lambda v: 0 < v < 1, "in (0, 1)"),
@@ -400,6 +402,11 @@ def _preset_chain(preset: str, seen: tuple = ()) -> list[dict]:
 
 def resolved_neck(cfg: Config) -> str:
     return RECIPE_NECK[cfg.loss.type] if cfg.model.neck == "auto" else cfg.model.neck
+
+
+def iteration_scheduled(cfg: Config) -> bool:
+    """The schedule counts iterations (the RGB-IR code), so evaluations can be placed by iteration too."""
+    return cfg.solver.step_unit == "iter"
 
 
 def is_cross_modal(cfg: Config) -> bool:

@@ -17,6 +17,10 @@ LOSS_METRICS = ("loss", "loss_id", "loss_metric", "loss_center")  # lower is bet
 REGDB_DIRECTIONS = ("v2t", "t2v")
 REGDB_DIRECTION_METRICS = tuple(f"{m}_{d}" for d in REGDB_DIRECTIONS for m in ("rank1", "mAP"))
 EPOCH_METRICS = (*LOSS_METRICS, "lr", *EVAL_METRICS, "epoch", *REGDB_DIRECTION_METRICS)
+# eval.every_iters: the epoch's metrics hold its evaluations at those iterations under ITER_EVALS ({iteration:
+# {metric: value}}); MLflow logs each as ITER_EVAL_PREFIX + metric (``iter_rank1``) with step = the iteration.
+ITER_EVALS = "iter_evals"
+ITER_EVAL_PREFIX = "iter_"
 
 
 def metric_mode(metric: str) -> str:
