@@ -1,6 +1,7 @@
 """The reproduction studies (``search_spaces/reproduce_*.yaml``): each plans without the data, refuses to start
 without its data root or weights in one line naming the key, and trains a step of its first trial on tiny data
 written in the dataset's real on-disk layout."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -113,18 +114,20 @@ def test_regdb_study_repeats_over_splits_and_reports_both_directions(tmp_path):
 def test_estimate_times_one_trial_and_writes_no_runs(tmp_path):
     """--estimate on generated SYSU-layout data: per-trial iterations and images follow the schedule (checked by
     hand: 16 ids -> 11 train ids x 4 RGB cameras x 2 images = 88 RGB anchors -> 11 batches of 8 triplets, 2 epochs
-    -> 22 iterations of 48 images; sysu_paper evaluates every 5 epochs and after the last -> 1 evaluation), the
-    study's trials and concurrency are printed, and nothing is logged."""
+    -> 22 iterations of 48 images; sysu_paper evaluates every 5 epochs and after the last -> iteration 22, and
+    with eval.every_iters=10 at iterations 10 and 20 -> 3 evaluations), the study's trials and concurrency are
+    printed, and nothing is logged."""
     import re
     root = generate_sysu(tmp_path / "sysu", num_ids=16, num_val_ids=1, num_test_ids=4, images_per_cam=2)
     proc = subprocess.run([sys.executable, "-m", "ablation.run", "--study", "reproduce_sysu", "--estimate",
                            "--set", f"data.root={root}", "--set", "model.pretrained=none", "--set", "model.arch=resnet18",
                            "--set", "data.height=64", "--set", "data.width=32", "--set", "solver.epochs=2",
-                           "--set", "data.num_workers=0"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+                           "--set", "data.num_workers=0", "--set", "eval.every_iters=10"],
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert re.search(r"per trial: 22 iterations x 48 images = 1056 images seen, [\d.]+ s per iteration; "
-                     r"1 evaluation x [\d.]+ s", proc.stdout), proc.stdout
+                     r"3 evaluations x [\d.]+ s", proc.stdout), proc.stdout
     assert re.search(r"study: 6 trials, 1 at once; about \d+", proc.stdout), proc.stdout
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "ray_results").exists()
 
