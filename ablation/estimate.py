@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from ablation.study import StudySpec, trial_config
+from core.config import iteration_scheduled
 
 STEPS = 3  # timed training steps, after one warm-up step
 EVAL_BATCHES = 2  # timed test batches, scaled to the test set
@@ -81,15 +82,18 @@ def concurrency(spec: StudySpec, trials: int) -> int:
 
 def _schedule(cfg, steps_per_epoch: int) -> tuple[int, int]:
     """(iterations, evaluations) of one trial: epochs of ``steps_per_epoch`` steps, cut by ``solver.max_iters``;
-    an evaluation every ``eval.every`` epochs and after the last."""
+    an evaluation every ``eval.every`` epochs and after the last, and on an iteration schedule every
+    ``eval.every_iters`` iterations (one evaluation where both fall on the same iteration)."""
     s = cfg.solver
     per_epoch = min(steps_per_epoch, s.max_steps_per_epoch) if s.max_steps_per_epoch else steps_per_epoch
     iterations = s.epochs * per_epoch
     if s.max_iters:
         iterations = min(iterations, s.max_iters)
     epochs = math.ceil(iterations / max(1, per_epoch))
-    evaluations = epochs // cfg.eval.every + (1 if epochs % cfg.eval.every else 0)
-    return iterations, evaluations
+    at = {min(e * per_epoch, iterations) for e in range(1, epochs + 1) if e % cfg.eval.every == 0 or e == epochs}
+    if iteration_scheduled(cfg) and cfg.eval.every_iters:
+        at.update(range(cfg.eval.every_iters, iterations + 1, cfg.eval.every_iters))
+    return iterations, len(at)
 
 
 def estimate(spec: StudySpec) -> Estimate:

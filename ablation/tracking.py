@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 
 # The store checks and the retry rule are shared with the report builder and the UI check (tracking.store); the
 # study driver and the trials import them from here as well.
+from core.names import ITER_EVAL_PREFIX
 from tracking.store import TrackingError, check_tracking_reachable, open_tracking_store, retry  # noqa: F401
 from tracking.runs import child_runs, latest_study_run, trial_run
 from tracking.tags import StudyTags, TrialTags
@@ -151,6 +152,17 @@ class TrialRun:
                  if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "epoch"]
         retry(lambda: self.client.log_batch(self.run_id, metrics=batch))
         self.last_step = epoch
+
+    def log_iterations(self, epoch: int, evaluations: dict[int, dict[str, Any]]) -> None:
+        """``eval.every_iters``' evaluations during ``epoch`` as ``ITER_EVAL_PREFIX + metric`` with step = the
+        iteration (call before ``log_epoch``: an epoch logged before a retry is not logged twice)."""
+        if epoch <= self.last_step:
+            return
+        now = int(time.time() * 1000)
+        batch = [Metric(ITER_EVAL_PREFIX + k, _tidy(v), now, int(step)) for step, metrics in evaluations.items()
+                 for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if batch:
+            retry(lambda: self.client.log_batch(self.run_id, metrics=batch))
 
     def log_text(self, text: str, artifact_file: str) -> None:
         retry(lambda: self.client.log_text(self.run_id, text, artifact_file))

@@ -23,9 +23,10 @@ from ablation.study import StudySpec, trial_config, trial_from_config
 from ablation.tracking import TrialRun, find_child, set_tags
 from core.config import ConfigError, to_yaml
 from core.effective import effective_params, resolve
+from core.factory import with_pretrained_sha256
 from core.data import DatasetError
 from core.engine import NonFiniteLossError, train
-from core.names import DIAG_SAMPLES_ARTIFACT, EVAL_METRICS
+from core.names import DIAG_SAMPLES_ARTIFACT, EVAL_METRICS, ITER_EVALS
 from tracking.tags import TrialTags
 
 
@@ -48,7 +49,7 @@ def run_trial(config: dict[str, Any], ctx: StudyContext) -> None:
     os.environ.update(ctx.credentials)  # read by every MlflowClient of this worker
     trial = trial_from_config(spec, config)
     # The trial trains, logs and saves its effective configuration: auto and default weights resolved.
-    cfg = resolve(trial_config(spec, trial.params, trial.row))
+    cfg = with_pretrained_sha256(resolve(trial_config(spec, trial.params, trial.row)))  # + the weights' hash
     resources = spec.resources
     cfg.run.threads = max(1, int(resources.get("cpu", 1)))  # threads follow the trial's CPU share
     cfg.run.device = "cuda" if resources.get("gpu", 0) > 0 else "cpu"
@@ -76,6 +77,8 @@ def run_trial(config: dict[str, Any], ctx: StudyContext) -> None:
     handed_at = [time.monotonic()]  # when Tune last got a checkpoint (the trial's start at first)
 
     def reporter(epoch: int, metrics: dict, checkpoint_dir: str | None) -> None:
+        run.log_iterations(epoch, metrics.get(ITER_EVALS) or {})
+        metrics = {k: v for k, v in metrics.items() if k != ITER_EVALS}  # MLflow's per-iteration series only
         run.log_epoch(epoch, metrics)
         last_eval.update({k: v for k, v in metrics.items() if k in _EVAL_KEYS})
         # Tune sees the latest evaluation on every epoch, so schedulers and searchers always find the metric.

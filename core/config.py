@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,10 @@ class ModelConfig:
     stem_relu: bool = True  # ReLU after the stem's BN; the authors' RGB code (market/duke presets) skips it
     pretrained: str = ""  # a local torchvision ImageNet state dict; "" or "none" = random init; "required" (paper
     #                       presets) = refused until a path or "none" is given
+    # The weights file a preset expects, by its sha256 prefix (torchvision names its files <arch>-<first 8 hex digits
+    # of the sha256>.pth); another file trains after a one-line warning naming both; "any" = no expectation
+    pretrained_expected: str = "any"
+    pretrained_sha256: str = ""  # filled in when a run starts: the sha256 of the model.pretrained file it loads
     # BN layout and the feature each loss consumes (core.necks); auto = the neck loss.type's reference code uses
     neck: Literal["auto", "no", "bnneck", "csbn"] = "auto"
     modality_specific_bn: bool = True  # csbn only: one BN per modality (authors' RGB-IR code) or one shared BN
@@ -108,6 +113,7 @@ class SolverConfig:
 @dataclass
 class EvalConfig:
     every: int = 1  # evaluate every N epochs (and always after the last)
+    every_iters: int = 0  # iteration schedules: also evaluate every N iterations (0 = no), as the authors' checkpoints
     metric: Literal["euclidean", "sqeuclidean", "cosine"] = "sqeuclidean"
     feat_norm: bool = True  # L2-normalise test features before the distance (RGB pipeline: yes)
     sysu_mode: Literal["all", "indoor"] = "all"
@@ -135,6 +141,9 @@ class RunConfig:
     threads: int = 0  # torch intra-op threads; 0 = leave torch's default
     progress: bool = True
     checkpoint_every: int = 1
+    # TF32 matmuls and cuDNN convolutions on Ampere+ GPUs (faster, ~10 mantissa bits); the paper presets set false:
+    # the authors' GPUs computed in FP32 (docs/REPRODUCTION.md §11)
+    tf32: bool = True
 
 
 @dataclass
@@ -178,7 +187,12 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "solver.warmup": (lambda v: v >= 0, ">= 0"),
     "solver.max_iters": (lambda v: v >= 0, ">= 0"),
     "solver.max_steps_per_epoch": (lambda v: v >= 0, ">= 0"),
+    "model.pretrained_expected": (lambda v: v == "any" or re.fullmatch("[0-9a-f]{8,64}", v) is not None,
+                                  "any or a lower-case hex sha256 prefix of 8 to 64 digits (e.g. 19c8e357)"),
+    "model.pretrained_sha256": (lambda v: re.fullmatch("([0-9a-f]{64})?", v) is not None,
+                                "empty (the run fills it in) or a sha256 of 64 lower-case hex digits"),
     "eval.every": (lambda v: v >= 1, ">= 1"),
+    "eval.every_iters": (lambda v: v >= 0, ">= 0 (0 = only the epoch evaluations)"),
     "eval.trials": (lambda v: v >= 1, ">= 1"),
     "eval.batch_size": (lambda v: v >= 1, ">= 1"),
     "eval.val_fraction": (lambda v: 0 < v < 1, "in (0, 1)"),
@@ -390,6 +404,11 @@ def _preset_chain(preset: str, seen: tuple = ()) -> list[dict]:
 
 def resolved_neck(cfg: Config) -> str:
     return RECIPE_NECK[cfg.loss.type] if cfg.model.neck == "auto" else cfg.model.neck
+
+
+def iteration_scheduled(cfg: Config) -> bool:
+    """The schedule counts iterations (the RGB-IR code), so evaluations can be placed by iteration too."""
+    return cfg.solver.step_unit == "iter"
 
 
 def is_cross_modal(cfg: Config) -> bool:

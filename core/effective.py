@@ -16,7 +16,8 @@ import dataclasses
 from typing import Any, Callable, Iterable
 
 from core.catalogue import CATALOGUE, dataset as dataset_entry
-from core.config import Config, ConfigError, copy_config, is_cross_modal, resolved_neck, schema_keys, to_flat_dict
+from core.config import NOT_A_PATH, Config, ConfigError, copy_config, is_cross_modal, iteration_scheduled, \
+    resolved_neck, schema_keys, to_flat_dict
 from core.losses.recipes import WEIGHT_FIELD, recipe_reads, resolve_parts
 from core.names import UNREAD
 from core.necks import NECKS
@@ -43,6 +44,11 @@ _RULES: dict[str, _Rule] = {
                            lambda c: "with model.neck=no: there is no BN, so no before/after"),
     "model.bn_bias_learnable": (lambda c: NECKS[resolved_neck(c)].batch_norm,
                                 lambda c: "with model.neck=no: there is no BN"),
+    **{key: (lambda c: c.model.pretrained not in NOT_A_PATH,
+             lambda c: f"with model.pretrained={c.model.pretrained or '(empty)'}: no weights file is loaded")
+       for key in ("model.pretrained_expected", "model.pretrained_sha256")},
+    "eval.every_iters": (iteration_scheduled,
+                         lambda c: "with solver.step_unit=epoch (evaluations follow eval.every epochs)"),
     "model.bn_groups": (lambda c: c.data.sampler == "triplets",
                         lambda c: f"with data.sampler={c.data.sampler} (it splits the random-triplet batches)"),
     "data.num_instances": (lambda c: c.data.sampler in ("pk", "cross_modal"),

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from core.checkpoint import load_checkpoint, save_checkpoint
-from core.config import Config, ConfigError, flatten_mapping, to_dict, to_flat_dict
-from core.names import EVAL_METRICS, LOSS_METRICS
+from core.config import Config, ConfigError, flatten_mapping, iteration_scheduled, to_dict, to_flat_dict
+from core.names import EVAL_METRICS, ITER_EVALS, LOSS_METRICS
 from core.data import set_loader_epoch
 from core.factory import build_dataset, build_loaders, build_loss, build_model
 from core.inference import evaluate
@@ -46,6 +46,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def set_tf32(allow: bool) -> None:
+    """``run.tf32``: whether CUDA matmuls and cuDNN convolutions may compute in TF32 (process-wide torch flags;
+    cuDNN allows it by default, so FP32 must be asked for)."""
+    torch.backends.cuda.matmul.allow_tf32 = allow
+    torch.backends.cudnn.allow_tf32 = allow
+
+
 def resolve_device(name: str) -> torch.device:
     """``run.device`` as a torch device; ``cuda`` on a machine without a GPU is a config error."""
     if name == "auto":
@@ -57,7 +64,8 @@ def resolve_device(name: str) -> torch.device:
 
 # Keys a resumed run may change: where and how it runs, how it evaluates, and how long it trains. Any other
 # change would continue one training under another's name (config.yaml records the new values).
-RESUMABLE_CHANGES = ("run.", "eval.", "solver.epochs", "solver.max_iters", "data.num_workers")
+RESUMABLE_CHANGES = ("run.", "eval.", "solver.epochs", "solver.max_iters", "data.num_workers",
+                     "model.pretrained_expected")
 
 
 def check_resumable(saved: dict, cfg: Config, checkpoint_dir: str) -> None:
@@ -79,6 +87,7 @@ class Trainer:
             torch.set_num_threads(cfg.run.threads)
             cv2.setNumThreads(cfg.run.threads)
         seed_everything(cfg.solver.seed)
+        set_tf32(cfg.run.tf32)
         self.device = resolve_device(cfg.run.device)
         self.splits = build_dataset(cfg)
         self.train_loader, self.query_loader, self.gallery_loader = build_loaders(cfg, self.splits)
@@ -96,6 +105,8 @@ class Trainer:
         self.iteration = 0
         self.history: list[dict] = []
         self.angle_samples: dict = {}  # of the last evaluation (core.inference.diagnostics)
+        self.every_iters = cfg.eval.every_iters if iteration_scheduled(cfg) else 0
+        self._last_eval: tuple[int, dict] = (-1, {})  # (iteration, metrics): one evaluation per iteration
 
     # --- state -------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -140,7 +151,9 @@ class Trainer:
             metrics = self.train_one_epoch()
             last = self._done()
             if self.epoch % self.cfg.eval.every == 0 or last:
-                metrics.update(self.evaluate())
+                metrics.update(self._evaluate_once())
+            if last and self.every_iters:  # the final model is one of the checkpoints the authors scored
+                metrics[ITER_EVALS][self.iteration] = self._evaluate_once()
             self.history.append(metrics)
             ckpt = None
             if self.checkpoint_dir and (self.epoch % self.cfg.run.checkpoint_every == 0 or last):
@@ -161,6 +174,7 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"] if by_epoch else None  # the lr the scheduler set for this step
         sums: dict[str, float] = {}
         steps = images = 0
+        evals: dict[int, dict] = {}  # eval.every_iters: iteration -> its evaluation
         start = time.perf_counter()
         batches = self.train_loader
         if cfg.run.progress:
@@ -177,6 +191,10 @@ class Trainer:
             parts = self.train_step(batch)
             if not by_epoch:
                 self.scheduler.step()
+            if self.every_iters and self.iteration % self.every_iters == 0:
+                evaluating = time.perf_counter()
+                evals[self.iteration] = self._evaluate_once()  # (evaluate restores training mode)
+                start += time.perf_counter() - evaluating  # time_epoch and img/s count training only
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v
             steps += 1
@@ -190,6 +208,8 @@ class Trainer:
                    "time_epoch": elapsed}
         metrics.update({k: v / max(steps, 1) for k, v in sums.items()})
         metrics.update(self.criterion.pop_diagnostics())  # one device read per epoch
+        if self.every_iters:
+            metrics[ITER_EVALS] = evals
         return metrics
 
     def train_step(self, batch: dict) -> dict[str, float]:
@@ -218,6 +238,12 @@ class Trainer:
         out = {"loss": float(loss.detach())}
         out.update({k: float(v) for k, v in parts.items()})
         return out
+
+    def _evaluate_once(self) -> dict[str, float]:
+        """``evaluate``, run at most once per iteration (an iteration evaluation can also end the epoch)."""
+        if self._last_eval[0] != self.iteration:
+            self._last_eval = (self.iteration, self.evaluate())
+        return dict(self._last_eval[1])
 
     def evaluate(self) -> dict[str, float]:
         self.angle_samples = {}

@@ -1,12 +1,16 @@
 """Config -> parts: the one place that maps schema keys onto the data, model and loss constructors."""
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import sys
 from pathlib import Path
 
 import torch
 
 from core.catalogue import dataset as dataset_entry
-from core.config import PRETRAINED_NONE, PRETRAINED_REQUIRED, Config, ConfigError, is_cross_modal, resolved_neck
+from core.config import PRETRAINED_NONE, PRETRAINED_REQUIRED, Config, ConfigError, copy_config, is_cross_modal, \
+    resolved_neck
 from core.data import DatasetSplits, build_splits, build_test_loader, build_train_loader, cache_base, \
     hold_out_identities, validate_splits_cached
 from core.inference import check_evaluable
@@ -34,6 +38,7 @@ def check_inputs(cfg: Config) -> None:
                           f"model.pretrained empty")
     if pretrained_path(cfg):
         check_pretrained(cfg.model.pretrained, cfg.model.arch)
+        warn_unexpected_pretrained(cfg)
 
 
 _CHECKED: dict[tuple, str | None] = {}  # (file, size, mtime, arch) -> the problem, None if fine: each file read once
@@ -60,6 +65,43 @@ def check_pretrained(path: str, arch: str) -> None:
     if _CHECKED[key]:
         raise ConfigError(f"model.pretrained: file '{path}' {_CHECKED[key]}; pass a local torchvision "
                           f"{arch} state dict, or model.pretrained=none to train from random weights")
+
+
+_SHA256: dict[tuple, str] = {}  # (file, size, mtime) -> its sha256: each file version hashed once
+_WARNED: set[tuple] = set()  # (file, expected prefix) already warned about
+
+
+def pretrained_sha256(path: str) -> str:
+    """The sha256 of a weights file (hex), as ``sha256sum`` prints it."""
+    file = Path(path).expanduser().resolve()
+    st = file.stat()
+    key = (str(file), st.st_size, st.st_mtime_ns)
+    if key not in _SHA256:
+        with file.open("rb") as f:
+            _SHA256[key] = hashlib.file_digest(f, "sha256").hexdigest()
+    return _SHA256[key]
+
+
+def warn_unexpected_pretrained(cfg: Config) -> None:
+    """One stderr line (once per file) when ``model.pretrained`` is not the file ``model.pretrained_expected``
+    names: the run still trains, from other starting weights than the preset's numbers came from."""
+    expected, path = cfg.model.pretrained_expected, cfg.model.pretrained
+    digest = pretrained_sha256(path)
+    if expected == "any" or digest.startswith(expected) or (path, expected) in _WARNED:
+        return
+    _WARNED.add((path, expected))
+    print(f"warning: model.pretrained '{path}' has sha256 {digest[:8]}..., not the expected "
+          f"{cfg.model.arch}-{expected[:8]}.pth (sha256 {expected}...); training goes on from these weights "
+          f"(set model.pretrained_expected=any to silence this)", file=sys.stderr)
+
+
+def with_pretrained_sha256(cfg: Config) -> Config:
+    """A copy of ``cfg`` whose ``model.pretrained_sha256`` is the hash of the weights it loads ("" without a file),
+    so params, config.yaml and checkpoints record which file a run started from."""
+    out = copy_config(cfg)
+    path = pretrained_path(cfg)
+    out.model.pretrained_sha256 = pretrained_sha256(path) if path else ""
+    return out
 
 
 def pretrained_path(cfg: Config) -> str | None:

@@ -42,6 +42,10 @@ def train_metric(stat: str, term: str) -> str:
 TRAIN_METRICS = tuple(train_metric(stat, term) for term in MINING_TERMS for stat in TRAIN_STATS)
 EPOCH_METRICS = (*LOSS_METRICS, "lr", *EVAL_METRICS, "epoch", *REGDB_DIRECTION_METRICS, *DIAG_METRICS,
                  *TRAIN_METRICS)
+# eval.every_iters: the epoch's metrics hold its evaluations at those iterations under ITER_EVALS ({iteration:
+# {metric: value}}); MLflow logs each as ITER_EVAL_PREFIX + metric (``iter_rank1``) with step = the iteration.
+ITER_EVALS = "iter_evals"
+ITER_EVAL_PREFIX = "iter_"
 
 
 def metric_mode(metric: str) -> str:

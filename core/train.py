@@ -57,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         check_machine(cfg)
         from core.effective import check_read, resolve
         check_read(cfg, parse_overrides(args.overrides))  # an override this training never reads changes nothing
-        cfg = resolve(cfg)  # config.yaml and the checkpoint hold the neck and weights that trained
+        from core.factory import with_pretrained_sha256
+        # config.yaml and the checkpoint hold the neck and loss weights that trained, and the ImageNet file's hash
+        cfg = with_pretrained_sha256(resolve(cfg))
         check_output_dir(Path(cfg.run.output_dir), need_checkpoint=args.eval_only, no_resume=args.no_resume)
     except ConfigError as exc:
         return refuse(exc, "config error")

@@ -27,7 +27,7 @@ from reports.paper import StudyColumn, dataset_name, paper_frame, render_paper_m
 from reports.plots import plot_importance, plot_interaction, plot_learning_curves, plot_metric_bars
 from reports.tables import (aggregate, compared_metrics, comparisons, effects_section, failed_trials,
                             importance_section, render_markdown, table_metrics, targets_section)
-from reports.targets import compare_targets
+from reports.targets import CHECKPOINT_METRICS, best_checkpoint, compare_targets
 
 ARTIFACT_DIR = "report"  # artifact folder of the parent run (ARCHITECTURE.md, "MLflow layout")
 CURVE_METRICS = ("rank1", "mAP", "loss")
@@ -36,13 +36,14 @@ FILES = {"report": "report.md", "bars": "metrics_bar.png", "curves": "learning_c
 PAPER_FILES = {"report": "paper.md", "csv": "paper.csv", "tex": "paper.tex"}
 
 
-def analysis_sections(info: StudyInfo, trials, agg, paths: dict[str, Path]) -> tuple[list[str], list[Path]]:
+def analysis_sections(info: StudyInfo, trials, agg, paths: dict[str, Path],
+                      best=None) -> tuple[list[str], list[Path]]:
     """The report's optional sections and the figures they embed: paper targets (when the study declares them),
     main effects with an interaction plot (grid studies varying two or more keys), parameter importance with the
     best trial (search studies)."""
     sections, figures = [], []
     if info.targets:
-        sections.append(targets_section(compare_targets(agg, info.targets), info.targets.get("source", "")))
+        sections.append(targets_section(compare_targets(agg, info.targets, best), info.targets.get("source", "")))
     keys = varied_keys(trials, info.group_keys)
     if info.algorithm == "grid" and len(keys) >= 2:
         # the two keys with the most values: the x axis and the lines of the interaction plot
@@ -90,7 +91,10 @@ def build_report(study: str, tracking_uri: str, out_dir: str | Path, parent_run_
     # Knob effects and importance come from the trials that explored the settings: in a study that selects, the
     # search trials (the refit trials of the table all share one configuration).
     explored = all_trials[all_trials["phase"] == "search"] if (all_trials["phase"] == "refit").any() else trials
-    sections, figures = analysis_sections(info, explored.reset_index(drop=True), agg, paths)
+    # A reproduction's test-selected numbers (eval.every_iters), shown apart from the final ones
+    best = best_checkpoint(load_history(info, trials[finished_mask(trials)], CHECKPOINT_METRICS)) \
+        if info.targets else None
+    sections, figures = analysis_sections(info, explored.reset_index(drop=True), agg, paths, best)
     sections, figures = sections + [diag_section], figures + diag_figures
     meta = {"parent_run_id": info.parent_run_id, "tracking_uri": info.tracking_uri, "metric": info.metric,
             "mode": info.mode, "group_keys": info.group_keys, "baseline": info.baseline,

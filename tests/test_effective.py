@@ -50,6 +50,19 @@ def test_keys_a_training_does_not_read_and_why():
     assert "single-modality" in market["loss.weight_rgb2ir"]
 
 
+def test_iteration_evaluations_and_weights_checks_are_read_only_where_they_apply():
+    by_epoch = unread_keys(load_config("quick", {"eval.every_iters": 100}))
+    assert by_epoch["eval.every_iters"] == "with solver.step_unit=epoch (evaluations follow eval.every epochs)"
+    for preset in ("sysu_paper", "regdb_paper"):  # every 5000 iterations, as the authors' saved checkpoints
+        assert load_config(preset).eval.every_iters == 5000
+        assert "eval.every_iters" not in unread_keys(load_config(preset))
+    no_file = unread_keys(load_config("quick", {"model.pretrained": "none"}))
+    assert {"model.pretrained_expected", "model.pretrained_sha256"} <= set(no_file)
+    assert "no weights file is loaded" in no_file["model.pretrained_sha256"]
+    with_file = unread_keys(load_config("quick", {"model.pretrained": "/w/resnet18.pth"}))
+    assert not {"model.pretrained_expected", "model.pretrained_sha256"} & set(with_file)
+
+
 def test_params_hold_resolved_values_and_mark_unread_keys():
     params = effective_params(load_config("quick", {"loss.type": "expat"}))
     assert params["model.neck"] == "csbn" and params["loss.metric_weight"] == 1.0

@@ -22,7 +22,7 @@ def _import_in_fresh_python(modules) -> dict:
             "after = dict(os.environ)\n"
             "print(json.dumps({'changed': sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k)),\n"
             "                  'modules': sorted({m.split('.')[0] for m in sys.modules})}))")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "RAY_", "TUNE_"))}
+    env = {k: v for k, v in os.environ.items() if not k.lstrip("_").startswith(("MLFLOW_", "RAY_", "TUNE_"))}
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
                           env={**env, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr

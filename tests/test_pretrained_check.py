@@ -1,10 +1,12 @@
 """``model.pretrained`` naming a file that is not a state dict of the arch (random bytes, text, a truncated download,
 another network's keys or shapes) is refused before any work, in one line naming the file and the problem: exit 2
 from ``python -m core.train`` and from ``python -m ablation.run`` before Ray or MLflow start."""
+import hashlib
 import os
 
 import pytest
 import torch
+import yaml
 
 from core.config import ConfigError, load_config
 from core.factory import check_inputs
@@ -95,3 +97,58 @@ def test_study_cli_refuses_a_bad_pretrained_file_before_ray_starts(tmp_path):
     assert_refused(study_cli(tmp_path, body, timeout=120), "model.pretrained", str(path), "does not match resnet18")
     assert not (tmp_path / "mlflow.db").exists()  # no store opened, no Tune experiment written
     assert not any((tmp_path / "ray_results").glob("*")) if (tmp_path / "ray_results").exists() else True
+
+
+# --- which file: the paper presets expect torchvision's V1 ResNet-50 (resnet50-19c8e357.pth) ---------------------
+
+@pytest.fixture(scope="module")
+def resnet50_file(tmp_path_factory):
+    """A loadable ResNet-50 state dict that is not torchvision's file, and its sha256 (computed here by hashlib)."""
+    path = tmp_path_factory.mktemp("weights") / "resnet50-other.pth"
+    torch.save(ResNetBackbone("resnet50").state_dict(), path)
+    return path, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _warnings(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("warning: model.pretrained")]
+
+
+def test_paper_preset_warns_in_one_line_naming_both_files(resnet50_file, capsys):
+    path, digest = resnet50_file
+    for preset in ("sysu_paper", "market_paper"):
+        cfg = load_config(preset, {"model.pretrained": str(path), "data.root": "/data"})
+        assert cfg.model.pretrained_expected == "19c8e357"  # torchvision's resnet50-19c8e357.pth
+        check_inputs(cfg)  # a warning, not a refusal
+    (line,) = _warnings(capsys.readouterr().err)  # once per file, not once per config
+    assert str(path) in line and digest[:8] in line and "resnet50-19c8e357.pth" in line
+    assert "model.pretrained_expected=any" in line
+
+
+def test_the_expected_file_or_any_is_silent(resnet50_file, capsys):
+    path, digest = resnet50_file
+    for expected in (digest[:8], digest, "any"):
+        check_inputs(load_config("sysu_paper", {"model.pretrained": str(path), "data.root": "/data",
+                                                "model.pretrained_expected": expected}))
+    assert capsys.readouterr().err == ""
+
+
+def test_expected_hash_prefix_is_checked_as_hex():
+    with pytest.raises(ConfigError, match="model.pretrained_expected"):
+        load_config("quick", {"model.pretrained_expected": "resnet50-19c8e357.pth"})
+
+
+def test_train_records_the_weights_hash_and_trains_after_the_warning(tmp_path, capsys, monkeypatch):
+    from core.train import main
+    path = tmp_path / "resnet18.pth"
+    torch.save(ResNetBackbone("resnet18").state_dict(), path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    monkeypatch.setenv("EXPAT_DATA_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    code = main(["--config", "quick", f"run.output_dir={out}", "solver.epochs=1", "solver.max_steps_per_epoch=1",
+                 "eval.trials=1", "run.progress=false", "data.synthetic_ids=16", f"model.pretrained={path}",
+                 "model.pretrained_expected=19c8e357"])
+    assert code == 0
+    (line,) = _warnings(capsys.readouterr().err)
+    assert digest[:8] in line and "resnet18-19c8e357.pth" in line
+    saved = yaml.safe_load((out / "config.yaml").read_text())["model"]
+    assert saved["pretrained_sha256"] == digest and saved["pretrained"] == str(path)

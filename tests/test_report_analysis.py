@@ -124,6 +124,32 @@ def test_targets_section(uri, tmp_path):
     assert "Published: expAT README, DukeMTMC-reID." in section
 
 
+def test_reproduction_report_shows_the_test_selected_checkpoint_apart(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    targets = {"source": "expAT README, SYSU-MM01",
+               "rows": {"loss.type=expat": {"rank1": 62.0, "mAP": 59.0, "name": "expAT Loss"}}}
+    rows = [({"loss.type": "expat", "data.dataset": "sysu_mm01"}, s, r1, mp, "FINISHED")
+            for s, r1, mp in [(0, 50.0, 48.0), (1, 52.0, 50.0)]]  # final numbers: means 51 and 49
+    log_study(client, "repro", rows, ["loss.type"], targets=json.dumps(targets))
+    # eval.every_iters: seed 0 peaks at iteration 10 (58, 55); seed 1 ties at Rank-1 60 and the higher mAP (54) wins.
+    evaluations = {0: [(5, 54.0, 50.0), (10, 58.0, 55.0), (15, 50.0, 48.0)],
+                   1: [(5, 56.0, 51.0), (10, 60.0, 54.0), (15, 60.0, 52.0), (20, 52.0, 50.0)]}
+    for trial in collect_trials("repro", uri)[1].itertuples():
+        client.log_batch(trial.run_id, metrics=[Metric(f"iter_{m}", v, T0, step)
+                                                for step, r1, mp in evaluations[trial.seed]
+                                                for m, v in (("rank1", r1), ("mAP", mp))])
+    text = build_report("repro", uri, tmp_path / "out", log_to_mlflow=False).read_text()
+    section = text.split("## Paper targets")[1]
+    header = next(line for line in section.splitlines() if line.startswith("| Row"))
+    assert ("| Rank-1 published | Rank-1 measured | Δ Rank-1 | Rank-1 best checkpoint on test (the authors' "
+            "selection; optimistic) | mAP published |") in header
+    # best per trial: (58, 55) and (60, 54) -> 59.00 and 54.50, beside the final 51.00 and 49.00
+    assert "| expAT Loss (`loss.type=expat`) | 62.00 | 51.00 | -11.00 | 59.00 | 59.00 | 49.00 | -10.00 | 54.50 |" \
+        in section
+    assert "optimistic and not a result" in section
+
+
 def test_paper_table_of_two_studies(uri, tmp_path):
     assert main(["--study", "market", "--study", "duke", "--tracking-uri", uri, "--out", str(tmp_path)]) == 0
     text = (tmp_path / "paper.md").read_text()

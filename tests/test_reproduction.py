@@ -1,6 +1,7 @@
 """The reproduction studies (``search_spaces/reproduce_*.yaml``): each plans without the data, refuses to start
 without its data root or weights in one line naming the key, and trains a step of its first trial on tiny data
 written in the dataset's real on-disk layout."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -113,17 +114,59 @@ def test_regdb_study_repeats_over_splits_and_reports_both_directions(tmp_path):
 def test_estimate_times_one_trial_and_writes_no_runs(tmp_path):
     """--estimate on generated SYSU-layout data: per-trial iterations and images follow the schedule (checked by
     hand: 16 ids -> 11 train ids x 4 RGB cameras x 2 images = 88 RGB anchors -> 11 batches of 8 triplets, 2 epochs
-    -> 22 iterations of 48 images; sysu_paper evaluates every 5 epochs and after the last -> 1 evaluation), the
-    study's trials and concurrency are printed, and nothing is logged."""
+    -> 22 iterations of 48 images; sysu_paper evaluates every 5 epochs and after the last -> iteration 22, and
+    with eval.every_iters=10 at iterations 10 and 20 -> 3 evaluations), the study's trials and concurrency are
+    printed, and nothing is logged."""
     import re
     root = generate_sysu(tmp_path / "sysu", num_ids=16, num_val_ids=1, num_test_ids=4, images_per_cam=2)
     proc = subprocess.run([sys.executable, "-m", "ablation.run", "--study", "reproduce_sysu", "--estimate",
                            "--set", f"data.root={root}", "--set", "model.pretrained=none", "--set", "model.arch=resnet18",
                            "--set", "data.height=64", "--set", "data.width=32", "--set", "solver.epochs=2",
-                           "--set", "data.num_workers=0"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+                           "--set", "data.num_workers=0", "--set", "eval.every_iters=10"],
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert re.search(r"per trial: 22 iterations x 48 images = 1056 images seen, [\d.]+ s per iteration; "
-                     r"1 evaluation x [\d.]+ s", proc.stdout), proc.stdout
+                     r"3 evaluations x [\d.]+ s", proc.stdout), proc.stdout
     assert re.search(r"study: 6 trials, 1 at once; about \d+", proc.stdout), proc.stdout
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "ray_results").exists()
+
+
+@pytest.mark.slow
+def test_iteration_evaluations_weights_hash_and_the_test_selected_column_in_a_study(tmp_path):
+    """One tiny iteration-scheduled trial with targets, eval.every_iters and a weights file other than the expected
+    one: it warns and trains, logs the file's sha256 as a param and each evaluation at its iteration, and the report
+    shows the best-on-test number in its own labelled column beside the final one."""
+    import hashlib
+
+    import torch
+
+    from core.models import ResNetBackbone
+    from studies import history, output, run_study, study_runs
+    weights = tmp_path / "resnet18.pth"
+    torch.save(ResNetBackbone("resnet18").state_dict(), weights)
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    # 3 steps per epoch, 4 iterations: evaluations at iteration 2 (epoch 1) and 4 (the end, epoch 2)
+    body = {"base": "quick", "overrides": {
+        "solver.step_unit": "iter", "solver.max_iters": 4, "solver.epochs": 10, "solver.max_steps_per_epoch": 3,
+        "eval.every": 100, "eval.every_iters": 2, "eval.trials": 1, "data.synthetic_ids": 16,
+        "model.pretrained": str(weights), "model.pretrained_expected": "19c8e357"},
+        "axes": {"loss.type": ["expat"]}, "seeds": [0], "resources": {"cpu": 1},
+        "targets": {"source": "a test", "rows": [{"group": {"loss.type": "expat"}, "name": "expAT Loss",
+                                                    "rank1": 38.57, "mAP": 38.61}]}}
+    proc = run_study(tmp_path, "iters", body)
+    assert proc.returncode == 0, output(proc)
+    warned = [line for line in proc.stderr.splitlines() if line.startswith("warning: model.pretrained")]
+    assert len(warned) == 1 and digest[:8] in warned[0] and "resnet18-19c8e357.pth" in warned[0], proc.stderr
+    client, _, (trial,) = study_runs(tmp_path, "iters")
+    assert trial.info.status == "FINISHED" and trial.data.params["model.pretrained_sha256"] == digest
+    rank1, mean_ap = history(client, trial.info.run_id, "iter_rank1"), history(client, trial.info.run_id, "iter_mAP")
+    assert [m.step for m in rank1] == [2, 4] and [m.step for m in mean_ap] == [2, 4]
+    assert rank1[-1].value == trial.data.metrics["rank1"]  # the last iteration's evaluation is the final one
+    best_r1, best_map = max((r.value, m.value) for r, m in zip(rank1, mean_ap))
+    report = (tmp_path / "outputs" / "reports" / "iters" / "report.md").read_text()
+    section = report.split("## Paper targets")[1]
+    assert "Rank-1 best checkpoint on test (the authors' selection; optimistic)" in section
+    final_r1, final_map = trial.data.metrics["rank1"], trial.data.metrics["mAP"]
+    assert (f"| expAT Loss (`loss.type=expat`) | 38.57 | {final_r1:.2f} | {final_r1 - 38.57:+.2f} | {best_r1:.2f} "
+            f"| 38.61 | {final_map:.2f} | {final_map - 38.61:+.2f} | {best_map:.2f} |") in section

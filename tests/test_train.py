@@ -41,6 +41,28 @@ def test_authors_triplet_sampler_with_separate_bn_groups():
     assert math.isfinite(parts["loss"]) and parts["loss_metric"] > 0
 
 
+@pytest.fixture
+def restore_tf32_flags():
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+@pytest.mark.parametrize("tf32", [False, True])
+def test_run_tf32_sets_both_torch_flags_before_training(tf32, restore_tf32_flags):
+    # Start from the opposite setting, so only the trainer can have put the flags where they end up.
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = not tf32
+    Trainer(load_config("quick", {**TINY, "solver.epochs": 1, "run.tf32": tf32}), log=lambda s: None)
+    assert torch.backends.cuda.matmul.allow_tf32 is tf32 and torch.backends.cudnn.allow_tf32 is tf32
+
+
+def test_paper_presets_compute_in_fp32():
+    # The authors' GPUs had no TF32; the quick presets keep torch's faster default.
+    for preset in ("market_paper", "duke_paper", "sysu_paper", "regdb_paper"):
+        assert load_config(preset).run.tf32 is False, preset
+    assert load_config("quick").run.tf32 is True
+
+
 def test_short_training_clearly_beats_chance():
     """Six epochs on the generated Market-layout data: far above both the untrained model and random ranking."""
     cfg = load_config("quick_market", {"solver.epochs": 6, "eval.every": 6, "run.progress": False,
@@ -221,3 +243,24 @@ def test_cli_eval_only_evaluates_the_checkpoint_and_no_resume_starts_over(tmp_pa
     assert [json.loads(s)["epoch"] for s in (out / "history.jsonl").read_text().splitlines()] == [1]
     assert "at_margin: 0.5" in (out / "config.yaml").read_text()
     assert torch.load(out / "checkpoint" / "last.pt", weights_only=False)["config"]["loss"]["at_margin"] == 0.5
+
+
+def test_eval_every_iters_evaluates_at_those_iterations_once_each():
+    # 3 steps per epoch, 5 iterations in all, every 2: evaluations at 2 (epoch 1), 4 and the final 5 (epoch 2)
+    cfg = load_config("quick", {**TINY, "solver.step_unit": "iter", "solver.max_iters": 5, "solver.epochs": 100,
+                                "solver.max_steps_per_epoch": 3, "eval.every": 100, "eval.every_iters": 2})
+    trainer = Trainer(cfg, log=lambda s: None)
+    calls, modes, evaluate, step = [], [], trainer.evaluate, trainer.train_step
+    trainer.evaluate = lambda: calls.append(trainer.iteration) or evaluate()
+    trainer.train_step = lambda batch: modes.append(trainer.model.training) or step(batch)
+    history = trainer.fit().history
+    assert calls == [2, 4, 5]  # the final evaluation is not run twice
+    assert modes == [True] * 5  # training goes on in training mode after an evaluation
+    assert [sorted(h["iter_evals"]) for h in history] == [[2], [4, 5]]
+    assert history[1]["iter_evals"][5]["rank1"] == history[1]["rank1"]
+    assert "rank1" not in history[0] and set(history[0]["iter_evals"][2]) >= {"rank1", "mAP"}
+
+
+def test_eval_every_iters_needs_an_iteration_schedule():
+    cfg = load_config("quick", {**TINY, "solver.epochs": 1, "eval.every_iters": 1})  # step_unit=epoch
+    assert "iter_evals" not in Trainer(cfg, log=lambda s: None).fit().history[0]

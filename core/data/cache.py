@@ -7,7 +7,7 @@ decoded again after the first trial.
 
 The file name carries a key made of the dataset root (the common folder of the images), the image size, the
 number of images, a content hash (sorted relative paths + file sizes + modification times) and the cache format /
-OpenCV versions; a changed, added or removed file therefore gives a new key and the cache is rebuilt. Rows are in
+OpenCV / Pillow versions (cv2 decodes, PIL resizes); a changed, added or removed file therefore gives a new key and the cache is rebuilt. Rows are in
 sorted path order.
 
 Building is safe under concurrency: the builder holds an exclusive file lock (``<name>.lock``; ``fcntl.flock``,
@@ -32,6 +32,7 @@ from typing import Callable, Iterable, Sequence
 
 import cv2
 import numpy as np
+import PIL
 
 from core.locks import exclusive_lock
 
@@ -39,7 +40,7 @@ from .images import read_image, validate_splits
 from .records import DatasetError, DatasetSplits
 
 CACHE_MODES = ("disk", "memory", "none")
-CACHE_FORMAT = 1  # bump when the stored pixels change meaning (resize method, layout)
+CACHE_FORMAT = 2  # bump when the stored pixels change meaning (resize method, layout); 2: PIL bilinear resize
 _BUILD_CHUNK = 256  # images decoded per parallel batch while building
 
 
@@ -126,7 +127,7 @@ def _keyed_file(paths: Sequence[str], tag: str, suffix: str,
     """(file named by root + tag + content hash, sorted absolute paths, root)."""
     unique = _unique_paths(paths)
     root = _common_root(unique)
-    key = hashlib.sha256(f"format{CACHE_FORMAT}|cv2 {cv2.__version__}|{tag}|{root}|"
+    key = hashlib.sha256(f"format{CACHE_FORMAT}|cv2 {cv2.__version__}|PIL {PIL.__version__}|{tag}|{root}|"
                          f"{content_hash(unique, root)}".encode()).hexdigest()[:20]
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", os.path.basename(root) or "root")[:60]
     tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", tag)

@@ -7,7 +7,8 @@ tensor (the authors' quirk). Test: RectScale -> ToTensor -> Normalize.
 The pipeline is split into `prepare` (the deterministic resize, cacheable as uint8) and `augment` (random part),
 so the dataset can keep resized images in memory and never decode a JPEG twice. Randomness comes only from the
 numpy Generator passed in, which makes every augmentation reproducible from a seed.
-Note: cv2 INTER_LINEAR does not antialias when downscaling, unlike PIL's bilinear; the difference is small.
+The resize is PIL's own bilinear filter, as both of the authors' codes call it: it antialiases when it shrinks an
+image (its support widens with the scale), which cv2 INTER_LINEAR does not (2-9 grey levels apart on average).
 """
 
 from __future__ import annotations
@@ -15,19 +16,19 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
+from PIL import Image
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bilinear resize of an HxWx3 uint8 image to (height, width)."""
+    """PIL's bilinear resize (torchvision's Resize on a PIL image) of an HxWx3 uint8 image to (height, width)."""
     if image.shape[:2] == (height, width):
         return image
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+    return np.array(Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR))
 
 
 def random_flip(image: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
