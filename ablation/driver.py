@@ -4,7 +4,8 @@
   the parent MLflow run created (or, on ``--resume``, set RUNNING again);
 - ``fit_study``: the Tuner built (or restored) and run; in a study that selects, the refit of the best trial;
 - ``close_study``: the runs ended, the report built, the parent run FINISHED and the outcome (summary, exit
-  status); an interrupted study ends its runs FAILED and raises ``StudyInterrupted`` with the resume command.
+  status); an interrupted study (Ctrl-C, or SIGTERM, which takes the same path) ends its runs FAILED and raises
+  ``StudyInterrupted``.
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from ablation.tracking import (check_tracking_reachable, children, create_parent
                                retry, tracking_credentials)
 from ablation.trainable import StudyContext, run_trial
 from ablation.tune_state import BACKUP_EVERY_S, backup_experiment_state, repair_experiment_state
+from core.cli import sigterm_as_ctrl_c
 from core.config import ConfigError, get_value
 from core.files import probe_write
 from core.names import TARGETS_TAG
@@ -44,7 +46,12 @@ RAY_AUTH_MODE = "RAY_AUTH_MODE"
 
 
 class StudyInterrupted(RuntimeError):
-    """The study stopped before all trials ended; ``--resume`` continues it."""
+    """The study stopped before all trials ended; ``--resume`` continues it. ``messages``: the file holding what
+    Ray wrote while it stopped, or None (the CLI, which knows the command as given, prints the resume line)."""
+
+    def __init__(self, ended: int, total: int, messages: Path | None = None):
+        super().__init__(f"{ended} of {total} trials ended")
+        self.messages = messages
 
 
 @dataclass
@@ -182,6 +189,7 @@ def start_ray(address: str | None, num_cpus: int | None) -> bool:
     address = address or os.environ.get("RAY_ADDRESS") or None
     if not address:
         ray.init(address="local", num_cpus=num_cpus, object_store_memory=256 * 1024 ** 2, **kwargs)
+        sigterm_as_ctrl_c()  # ray.init's own SIGTERM handler exits at once, leaving runs RUNNING
         return True
     check_reachable(address)
     os.environ.setdefault(RAY_AUTH_MODE, "token")
@@ -203,6 +211,7 @@ def start_ray(address: str | None, num_cpus: int | None) -> bool:
                          f"Ray's messages: {messages}") from None
     sys.stderr.write(messages.read_text(errors="replace"))
     messages.unlink()
+    sigterm_as_ctrl_c()
     return True
 
 
@@ -570,9 +579,8 @@ def close_study(study: OpenStudy, states: list[str], refit_states: list[str], bu
         end_failed(study, "study interrupted; continue with --resume", interrupted=True)
         ended = sum(s == "TERMINATED" for s in [*states, *refit_states])
         log = study.interrupt_log
-        messages = f" (Ray's messages while stopping: {log})" if log.is_file() and log.stat().st_size else ""
-        raise StudyInterrupted(f"{ended} of {study.total + study.refit_total} trials ended; run "
-                               f"`python -m ablation.run --study {spec.name} --resume` to finish the rest{messages}")
+        raise StudyInterrupted(ended, study.total + study.refit_total,
+                               log if log.is_file() and log.stat().st_size else None)
     fail_unfinished_children(client, study.experiment_id, parent_id, "trial ended without closing its run")
     report_path = None
     if build_report:

@@ -8,11 +8,12 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
 from ablation.study import StudyError, StudySpec, load_study
-from core.cli import INTERRUPTED, ArgumentParser, one_line, refuse, short_warnings
+from core.cli import ArgumentParser, interrupted_status, one_line, refuse, short_warnings, stop_like_ctrl_c
 from core.config import ConfigError, parse_overrides
 
 
@@ -26,7 +27,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m ablation.run", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--study", required=True, help="name of search_spaces/NAME.yaml, or a path to a study YAML")
@@ -43,7 +44,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--num-cpus", type=_positive_int, default=None, help="CPUs for a local Ray (default: all)")
     p.add_argument("--no-report", action="store_true", help="skip building the report at the end")
     p.add_argument("--verbose", type=int, default=0, help="Ray Tune verbosity 0..3")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return parser().parse_args(argv)
+
+
+def resume_command(args: argparse.Namespace) -> str:
+    """The command that continues this study, as a shell runs it: the study as given (a path stays a path), its
+    ``--set`` overrides, and the tracking store, storage path and Ray address where they are not the defaults."""
+    defaults = parser().parse_args(["--study", args.study])
+    words = ["python", "-m", "ablation.run", "--study", args.study]
+    for override in args.overrides:
+        words += ["--set", override]
+    for flag, key in (("--tracking-uri", "tracking_uri"), ("--storage-path", "storage_path"),
+                      ("--address", "address")):
+        if getattr(args, key) != getattr(defaults, key):
+            words += [flag, getattr(args, key)]
+    return shlex.join([*words, "--resume"])
 
 
 def describe_plan(spec: StudySpec) -> str:
@@ -91,17 +110,19 @@ def main(argv: list[str] | None = None) -> int:
     from core.data import DatasetError
     from reports.collect import ReportError
     try:
-        outcome = run_study(spec, tracking_uri=tracking_uri(args.tracking_uri),
-                            storage_path=str(Path(args.storage_path).resolve()), address=args.address,
-                            resume=args.resume, num_cpus=args.num_cpus, build_report=not args.no_report,
-                            verbose=args.verbose)
+        with stop_like_ctrl_c():  # SIGTERM (a scheduler's stop) takes Ctrl-C's path: Tune stops, runs are ended
+            outcome = run_study(spec, tracking_uri=tracking_uri(args.tracking_uri),
+                                storage_path=str(Path(args.storage_path).resolve()), address=args.address,
+                                resume=args.resume, num_cpus=args.num_cpus, build_report=not args.no_report,
+                                verbose=args.verbose)
     except StudyInterrupted as exc:
-        print(f"interrupted: {one_line(exc)}", file=sys.stderr)
-        return INTERRUPTED
-    except KeyboardInterrupt:  # a second Ctrl+C while Tune was already stopping
-        print(f"interrupted: run `python -m ablation.run --study {args.study} --resume` to finish the study",
+        messages = f" (Ray's messages while stopping: {exc.messages})" if exc.messages else ""
+        print(f"interrupted: {one_line(exc)}; run `{resume_command(args)}` to finish the rest{messages}",
               file=sys.stderr)
-        return INTERRUPTED
+        return interrupted_status()
+    except KeyboardInterrupt:  # a second Ctrl+C (or SIGTERM) while Tune was already stopping
+        print(f"interrupted: run `{resume_command(args)}` to finish the study", file=sys.stderr)
+        return interrupted_status()
     except (StudyError, TrackingError, DatasetError, ConfigError) as exc:
         return refuse(exc)
     except ReportError as exc:  # the trials ran and are logged; only the report is missing

@@ -22,8 +22,12 @@ def save_checkpoint(directory: str | os.PathLike, state: dict) -> Path:
     state = dict(state, rng={"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
                              "python": random.getstate()})
     tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except BaseException:  # a stop mid-write (Ctrl-C, SIGTERM) leaves the last whole checkpoint and nothing else
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
