@@ -72,6 +72,7 @@ def test_resume_skips_the_permanently_failed_trial_and_finishes_the_interrupted_
         kill_session(proc)
     log = (tmp_path / "perm.log").read_text()
     assert code == 143, log[-3000:]
+    print(f"SIGTERM to exit: {stopped_in:.1f} s")
     assert stopped_in < GRACE_S, f"SIGTERM to exit took {stopped_in:.1f} s"
     (line,) = [line for line in log.splitlines() if line.startswith("interrupted:")]
     assert "Traceback" not in log, log[-3000:]

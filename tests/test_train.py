@@ -221,3 +221,59 @@ def test_cli_eval_only_evaluates_the_checkpoint_and_no_resume_starts_over(tmp_pa
     assert [json.loads(s)["epoch"] for s in (out / "history.jsonl").read_text().splitlines()] == [1]
     assert "at_margin: 0.5" in (out / "config.yaml").read_text()
     assert torch.load(out / "checkpoint" / "last.pt", weights_only=False)["config"]["loss"]["at_margin"] == 0.5
+
+
+def test_sigterm_stops_the_cli_in_one_line_and_running_it_again_continues(tmp_path, capsys):
+    """SIGTERM (a scheduler's stop) after the first epoch's checkpoint: exit status 143, one line saying how to go on,
+    the whole checkpoint and nothing half-written; the same command then trains the remaining epochs, each once."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from core.train import main
+    out = tmp_path / "out"
+    argv = ["--config", "quick", f"run.output_dir={out}", "solver.epochs=4",
+            *(f"{k}={v}" for k, v in TINY.items())]
+    running = threading.Event()
+
+    def stop_after_first_checkpoint():
+        while running.is_set() and not (out / "checkpoint" / "last.pt").is_file():
+            time.sleep(0.01)
+        if running.is_set():
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)  # a signal sent after main returned is ignored
+    try:
+        running.set()
+        sender = threading.Thread(target=stop_after_first_checkpoint)
+        sender.start()
+        code = main(argv)
+        running.clear()
+        sender.join()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    err = capsys.readouterr().err
+    assert code == 143, err
+    assert err.count("\n") == 1 and err.startswith("interrupted (SIGTERM); run the same command again"), err
+    assert str(out) in err
+    assert sorted(p.name for p in (out / "checkpoint").iterdir()) == ["last.pt"]
+    stopped_at = torch.load(out / "checkpoint" / "last.pt", weights_only=False)["epoch"]
+    assert stopped_at < 4
+    assert main(argv) == 0, capsys.readouterr().err
+    assert [json.loads(s)["epoch"] for s in (out / "history.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+
+
+def test_a_checkpoint_write_stopped_midway_leaves_the_last_whole_one(tmp_path, monkeypatch):
+    from core import checkpoint
+    checkpoint.save_checkpoint(tmp_path, {"epoch": 1})
+
+    def stopped_midway(state, path):
+        Path(path).write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint.torch, "save", stopped_midway)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save_checkpoint(tmp_path, {"epoch": 2})
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+    assert torch.load(tmp_path / "last.pt", weights_only=False)["epoch"] == 1
