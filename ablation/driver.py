@@ -17,6 +17,7 @@ import socket
 import sys
 import tempfile
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -354,7 +355,7 @@ def _trial_states(ray_path: str) -> list[str]:
     return [t.status for t in tune.ExperimentAnalysis(ray_path).trials]
 
 
-def _open_store(spec: StudySpec, tracking_uri: str, resume: bool) -> MlflowClient:
+def _open_store(spec: StudySpec, tracking_uri: str, resume: bool, storage_path: str) -> MlflowClient:
     """Check that the tracking store works (creating a fresh one's schema) and, for ``--resume``, that it holds
     the study."""
     client = open_tracking_store(tracking_uri)
@@ -364,7 +365,22 @@ def _open_store(spec: StudySpec, tracking_uri: str, resume: bool) -> MlflowClien
         if parent is None:
             raise StudyError(f"study {spec.name}: nothing to resume in {tracking_uri}; run it without --resume")
         check_same_plan(spec, client, exp.experiment_id, parent)
+        check_ray_folder(spec, client, exp.experiment_id, parent, storage_path)
     return client
+
+
+def check_ray_folder(spec: StudySpec, client: MlflowClient, exp_id: str, parent, storage_path: str) -> None:
+    """A resumed study continues in the Ray folder it started with (its trials' checkpoints and Tune's record of
+    which trial is which). Without that folder Tune would start every trial anew, finished ones included, each
+    under a new trial id and so a second MLflow run: refused while any trial has started. A different
+    ``--storage-path`` is not used, and said so."""
+    ray_path = Path(parent.data.tags["study.ray_path"])
+    if not ray_path.is_dir() and children(client, exp_id, parent.info.run_id):
+        raise StudyError(f"study {spec.name}: cannot resume: its Ray folder {ray_path} is gone (deleted, moved or on "
+                         f"a disk not mounted); restore it there, or run the study without --resume to start it over")
+    if ray_path.parent != Path(storage_path):
+        warnings.warn(f"study {spec.name} started with --storage-path {ray_path.parent}; --resume continues there "
+                      f"(not in {storage_path})")
 
 
 def check_same_plan(spec: StudySpec, client: MlflowClient, exp_id: str, parent) -> None:
@@ -500,7 +516,7 @@ def open_study(spec: StudySpec, tracking_uri: str, storage_path: str, address: s
     check_storage_path(storage_path)
     prepare_data(spec)
     with ThreadPoolExecutor(max_workers=1) as pool:
-        store_ready = pool.submit(_open_store, spec, tracking_uri, resume)
+        store_ready = pool.submit(_open_store, spec, tracking_uri, resume, storage_path)
         try:
             started = start_ray(address, num_cpus)
         except BaseException:
