@@ -359,14 +359,26 @@ def _open_store(spec: StudySpec, tracking_uri: str, resume: bool, storage_path: 
     """Check that the tracking store works (creating a fresh one's schema) and, for ``--resume``, that it holds
     the study."""
     client = open_tracking_store(tracking_uri)
+    exp = retry(lambda: client.get_experiment_by_name(spec.name))
+    check_not_deleted(spec, exp, tracking_uri)
     if resume:
-        exp = retry(lambda: client.get_experiment_by_name(spec.name))
         parent = find_parent_run(client, exp.experiment_id, spec.name) if exp is not None else None
         if parent is None:
             raise StudyError(f"study {spec.name}: nothing to resume in {tracking_uri}; run it without --resume")
         check_same_plan(spec, client, exp.experiment_id, parent)
         check_ray_folder(spec, client, exp.experiment_id, parent, storage_path)
     return client
+
+
+def check_not_deleted(spec: StudySpec, exp, tracking_uri: str) -> None:
+    """An experiment deleted in the UI stays in the store (in its trash) under its name, and MLflow refuses new
+    runs in it: say which way out there is."""
+    if exp is None or exp.lifecycle_stage != "deleted":
+        return
+    raise StudyError(f"study {spec.name}: its MLflow experiment {spec.name!r} (id {exp.experiment_id}) is deleted "
+                     f"in {tracking_uri}; restore it (`MLFLOW_TRACKING_URI={tracking_uri} mlflow experiments restore "
+                     f"--experiment-id {exp.experiment_id}`), purge it for good (`mlflow gc --backend-store-uri "
+                     f"{tracking_uri} --experiment-ids {exp.experiment_id}`), or give the study another name")
 
 
 def check_ray_folder(spec: StudySpec, client: MlflowClient, exp_id: str, parent, storage_path: str) -> None:

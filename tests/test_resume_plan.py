@@ -70,3 +70,16 @@ def test_resume_with_another_storage_path_continues_in_the_recorded_one_and_says
     with pytest.warns(UserWarning, match=f"started with --storage-path {recorded.parent}; --resume continues there "
                                          f"\\(not in {tmp_path / 'second'}\\)"):
         check_ray_folder(spec, client, exp, parent, str(tmp_path / "second"))
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_study_whose_experiment_is_deleted_is_refused_with_the_ways_out(tmp_path, resume):
+    """The UI's delete leaves the experiment in the store's trash under the study's name."""
+    from ablation.driver import _open_store
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client, exp, parent = _started(tmp_path, tmp_path / "ray_results" / "x", ["triplet/seed=0"])
+    client.delete_experiment(exp)
+    with pytest.raises(StudyError, match=f"experiment 'loss_comparison' \\(id {exp}\\) is deleted in {uri}; restore "
+                                         f"it .*mlflow experiments restore --experiment-id {exp}.*mlflow gc "
+                                         f"--backend-store-uri {uri} --experiment-ids {exp}.*another name"):
+        _open_store(load_study("loss_comparison"), uri, resume, str(tmp_path / "ray_results"))
