@@ -27,7 +27,9 @@ def check_machine(cfg: Config) -> None:
 def check_output_dir(out: Path, need_checkpoint: bool, no_resume: bool) -> None:
     """``run.output_dir`` can be written (checked by writing, before data and model are built); ``--eval-only``
     needs a checkpoint there."""
-    from core.checkpoint import checkpoint_path
+    from core.checkpoint import check_checkpoint, checkpoint_path
+    if not no_resume:
+        check_checkpoint(out / "checkpoint")  # a damaged one is refused before data and model are built
     if need_checkpoint:
         if no_resume:
             raise ConfigError("--eval-only evaluates the checkpoint in run.output_dir and --no-resume ignores it; "

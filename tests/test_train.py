@@ -277,3 +277,40 @@ def test_a_checkpoint_write_stopped_midway_leaves_the_last_whole_one(tmp_path, m
         checkpoint.save_checkpoint(tmp_path, {"epoch": 2})
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
     assert torch.load(tmp_path / "last.pt", weights_only=False)["epoch"] == 1
+
+
+def _damage(path: Path, how: str) -> None:
+    from core.checkpoint import save_checkpoint
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if how == "folder":
+        path.mkdir()
+        return
+    save_checkpoint(path.parent, {"epoch": 1, "weights": torch.zeros(1000)})
+    whole = path.read_bytes()
+    path.write_bytes({"zero bytes": b"", "truncated": whole[: len(whole) // 2],
+                      "random bytes": bytes(range(256)) * 40}[how])
+
+
+@pytest.mark.parametrize("how", ["zero bytes", "truncated", "random bytes", "folder"])
+def test_a_damaged_checkpoint_is_refused_in_one_line_before_any_work(tmp_path, capsys, monkeypatch, how):
+    """Named with the way out, before data or model are built (nothing written, no data generated); ``--no-resume``
+    starts over, and the trainer (a study's trial) refuses it the same way."""
+    monkeypatch.setenv("EXPAT_DATA_CACHE", str(tmp_path / "cache"))
+    from core.checkpoint import load_checkpoint
+    from core.config import ConfigError
+    from core.train import main
+    out = tmp_path / "out"
+    ckpt = out / "checkpoint" / "last.pt"
+    _damage(ckpt, how)
+    argv = ["--config", "quick", f"run.output_dir={out}", "solver.epochs=1", *(f"{k}={v}" for k, v in TINY.items())]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"checkpoint {ckpt} is " in err, err
+    assert "delete it to start over, or pass --no-resume" in err and "Traceback" not in err
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint"]  # refused before anything was written
+    assert not (tmp_path / "cache").exists()  # ... or any data generated
+    with pytest.raises(ConfigError, match=f"checkpoint {ckpt} is "):
+        load_checkpoint(ckpt.parent)
+    if how == "truncated":  # the one case cheap enough to train: --no-resume starts over and overwrites it
+        assert main(["--no-resume", *argv]) == 0, capsys.readouterr().err
+        assert load_checkpoint(ckpt.parent)["epoch"] == 1
