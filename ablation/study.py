@@ -38,6 +38,8 @@ SEARCH_ALGORITHMS = ("grid", "optuna")
 SCHEDULERS = ("fifo", "asha")
 SPACE_TYPES = ("float", "loguniform", "int", "choice")
 STUDY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+MAX_NUM_SAMPLES = 10_000  # Tune keeps every trial in memory and in its state file: more is a typo, not a study
+
 TOP_LEVEL = ("name", "description", "base", "overrides", "variants", "axes", "seeds", "splits", "group_by", "baseline",
              "search", "scheduler", "metric", "mode", "resources", "max_concurrent", "max_failures",
              "checkpoint_interval_s", "targets")
@@ -142,12 +144,15 @@ def load_study(name_or_path: str, extra_overrides: dict[str, Any] | None = None)
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml"):
         path = STUDY_DIR / f"{name_or_path}.yaml"
-    if not path.is_file():
+    if not path.exists():
         raise StudyError(f"study {name_or_path!r} not found; use one of {list_studies()} or a path to a YAML file")
     body = read_yaml_mapping(path, "study file", StudyError)
     unknown = sorted(set(body) - set(TOP_LEVEL))
     if unknown:
         raise StudyError(f"study {path.name}: unknown field(s) {unknown}; allowed fields: {list(TOP_LEVEL)}")
+    if body.get("variants") == {}:  # would plan one row of the base alone, as if no variants were meant
+        raise StudyError(f"study {path.name}: 'variants' is empty; list at least one row (name: {{key: value}}) or "
+                         f"remove 'variants'")
     body.setdefault("name", path.stem)
     # The name becomes an MLflow experiment, tag value and search filter operand, and a Ray results folder.
     if not isinstance(body["name"], str) or not STUDY_NAME.fullmatch(body["name"]):
@@ -285,8 +290,9 @@ def _check_field_types(spec: StudySpec) -> None:
                           ("scheduler", "{type: asha, grace_period: 1}"), ("resources", "{cpu: 1}")):
         if not isinstance(getattr(spec, name), dict):
             raise StudyError(f"study {where}: '{name}' must be a mapping like {example}, got {getattr(spec, name)!r}")
-    if "num_samples" in spec.search and (not _is_int(spec.search["num_samples"]) or spec.search["num_samples"] < 1):
-        raise StudyError(f"study {where}: search.num_samples must be a whole number >= 1, got "
+    if "num_samples" in spec.search and (not _is_int(spec.search["num_samples"])
+                                         or not 1 <= spec.search["num_samples"] <= MAX_NUM_SAMPLES):
+        raise StudyError(f"study {where}: search.num_samples must be a whole number in 1..{MAX_NUM_SAMPLES}, got "
                          f"{spec.search['num_samples']!r}")
     for key, value in spec.resources.items():
         if not _is_number(value):
@@ -302,8 +308,8 @@ def _check_field_types(spec: StudySpec) -> None:
 
 
 def _check_repeats(spec: StudySpec, set_keys: Sequence[str]) -> None:
-    """No value twice in an axis or the seeds (two trials of one row would share a name), and no ``--set`` on a
-    key the study varies (the row's own value would win, silently)."""
+    """No value twice in an axis or the seeds (two trials of one row would share a name), and no override
+    (``overrides`` or ``--set``) on a key the study varies (the row's own value would win, silently)."""
     where = spec.name
     for name, values in [*((f"axis {k!r}", v) for k, v in spec.axes.items()), ("seeds", spec.seeds),
                          ("splits", spec.splits if isinstance(spec.splits, list) else [])]:
@@ -311,10 +317,14 @@ def _check_repeats(spec: StudySpec, set_keys: Sequence[str]) -> None:
         if twice:
             raise StudyError(f"study {where}: {name} lists {twice[0]} more than once; give each value once")
     varied = set(spec.axes) | {k for v in spec.variants.values() for k in v} | set(spec.search.get("space") or {})
-    clash = sorted(set(set_keys) & varied)
-    if clash:
+    clash = sorted(set(spec.overrides) & varied)  # --set is merged into the overrides: one rule for both
+    if clash and clash[0] in set_keys:
         raise StudyError(f"study {where}: --set {clash[0]} sets a key the study varies (an axis, a variant or the "
                          f"search space); change it in the study file instead")
+    if clash:
+        raise StudyError(f"study {where}: overrides sets {clash[0]}, a key the study varies (an axis, a variant or "
+                         f"the search space), whose value would win; remove it from overrides or from where it "
+                         f"varies")
 
 
 def _validate_splits(spec: StudySpec, cfg: Config) -> None:

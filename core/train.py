@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-resume", action="store_true", help="start over even if the output folder has a checkpoint")
     p.add_argument("--eval-only", action="store_true", help="evaluate the checkpoint in run.output_dir and exit")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. loss.type=triplet loss.margin=0.5")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)  # a --flag may stand among the key=value overrides
     with stop_like_ctrl_c():  # SIGTERM (a scheduler's stop) ends the run as Ctrl-C does
         return run(args)
 

@@ -1,0 +1,81 @@
+"""Inputs refused before any work, in one stderr line naming the key (or file) and the fix, exit status 2, under
+``--dry-run`` too: the CLIs' ``main(argv)`` called in-process (nothing trains, no Ray starts)."""
+from __future__ import annotations
+
+import pytest
+import yaml
+
+STUDY = {"base": "quick", "overrides": {"solver.epochs": 1}, "axes": {"loss.type": ["triplet", "expat"]},
+         "seeds": [0], "resources": {"cpu": 1}}
+
+
+def refused(capsys, main, argv) -> str:
+    """The one stderr line of a refusal (exit status 2, nothing on stdout)."""
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "Traceback" not in err, (out, err)
+    return err
+
+
+def study_refusal(capsys, tmp_path, body, *extra) -> str:
+    from ablation.run import main
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(body) if isinstance(body, dict) else body)
+    return refused(capsys, main, ["--study", str(path), "--dry-run", *extra])
+
+
+def test_an_overrides_key_also_varied_by_an_axis_or_a_variant_is_refused(capsys, tmp_path):
+    err = study_refusal(capsys, tmp_path, {**STUDY, "overrides": {"loss.type": "expat"}})
+    assert "overrides sets loss.type, a key the study varies" in err and "remove it from overrides" in err
+    variants = {**STUDY, "axes": {}, "overrides": {"model.neck": "no"},
+                "variants": {"a": {"model.neck": "bnneck"}, "b": {"model.neck": "csbn"}}}
+    assert "overrides sets model.neck" in study_refusal(capsys, tmp_path, variants)
+    # --set against an axis: the same rule, named as --set
+    assert "--set loss.type sets a key the study varies" in study_refusal(capsys, tmp_path, STUDY, "--set",
+                                                                          "loss.type=expat")
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "Infinity"])
+def test_infinite_floats_are_refused_like_nan(capsys, tmp_path, value):
+    from core.train import main
+    err = refused(capsys, main, ["--config", "quick", f"solver.lr={value}", f"run.output_dir={tmp_path}"])
+    assert f"solver.lr: {value!r} is not a finite number" in err
+    err = study_refusal(capsys, tmp_path, STUDY, "--set", f"solver.lr={value}")
+    assert "solver.lr" in err and "not a finite number" in err
+    yaml_inf = yaml.safe_dump({**STUDY, "overrides": {"solver.lr": 0.1}}).replace("0.1", ".inf")
+    assert "solver.lr: inf is not a finite number" in study_refusal(capsys, tmp_path, yaml_inf)
+
+
+def test_sizes_beyond_the_documented_bounds_are_refused(capsys, tmp_path):
+    MAX_IMAGE_SIDE = 1024  # README.md's bound
+    err = study_refusal(capsys, tmp_path, STUDY, "--set", f"data.height={MAX_IMAGE_SIDE + 1}")
+    assert f"data.height: {MAX_IMAGE_SIDE + 1} is out of range; it must be in 16..{MAX_IMAGE_SIDE}" in err
+    search = {**STUDY, "axes": {}, "search": {"algorithm": "optuna", "num_samples": 10_001,
+                                              "space": {"loss.at_margin": {"type": "float", "low": 0.1, "high": 1}}}}
+    assert "search.num_samples must be a whole number in 1..10000, got 10001" in study_refusal(capsys, tmp_path,
+                                                                                                 search)
+
+
+def test_a_study_file_that_is_not_utf8_or_is_a_folder_is_named_as_such(capsys, tmp_path):
+    from ablation.run import main
+    path = tmp_path / "binary.yaml"
+    path.write_bytes(bytes(range(128, 256)) * 4)
+    err = refused(capsys, main, ["--study", str(path), "--dry-run"])
+    assert f"study file {path} is not UTF-8 text" in err
+    folder = tmp_path / "folder.yaml"
+    folder.mkdir()
+    assert f"study file {folder} is a folder, expected a YAML file" in refused(capsys, main,
+                                                                              ["--study", str(folder), "--dry-run"])
+
+
+def test_empty_variants_are_refused(capsys, tmp_path):
+    err = study_refusal(capsys, tmp_path, {**STUDY, "axes": {}, "variants": {}})
+    assert "'variants' is empty; list at least one row" in err
+
+
+def test_core_train_takes_a_flag_among_the_overrides(capsys, tmp_path):
+    """``--eval-only`` after a key=value is read as the flag (its own refusal: no checkpoint to evaluate)."""
+    from core.train import main
+    err = refused(capsys, main, ["--config", "quick", f"run.output_dir={tmp_path}", "--eval-only",
+                                 "solver.epochs=1"])
+    assert "--eval-only: no checkpoint in" in err
