@@ -31,8 +31,8 @@ from ray.tune.search import ConcurrencyLimiter
 
 from ablation.interrupt import QuietOnInterrupt, quiet_after_interrupt
 from ablation.progress import StudyProgress
-from ablation.study import (SEED_KEY, TRIAL_INDEX, StudyError, StudySpec, Trial, refit_configs, targets_json,
-                            trial_config, trial_from_config)
+from ablation.study import (SEED_KEY, TRIAL_INDEX, StudyError, StudySpec, Trial, check_node_resources, refit_configs,
+                            targets_json, trial_config, trial_from_config)
 from ablation.tracking import (check_tracking_reachable, children, create_parent_run, ensure_experiment,
                                fail_unfinished_children, find_child, find_parent_run, git_commit, open_tracking_store,
                                retry, tracking_credentials)
@@ -259,14 +259,9 @@ def _hide_token_auth_notice() -> None:
 
 
 def check_resources(spec: StudySpec) -> None:
-    """A trial asking for more than any node has would stay PENDING forever in Ray: refuse it up front."""
-    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    for res in ("cpu", "gpu"):
-        need = float(spec.resources.get(res, 0))
-        have = max((float(n.get(res.upper(), 0)) for n in nodes), default=0.0)
-        if need > have:
-            raise StudyError(f"study {spec.name}: resources.{res}={need:g} per trial but the largest Ray node has "
-                             f"{have:g} {res.upper()}s; lower resources.{res} in the study file or add nodes")
+    """A trial asking for more than any node of the running Ray has is refused (``--dry-run`` checks a local
+    study against this machine the same way)."""
+    check_node_resources(spec, [n["Resources"] for n in ray.nodes() if n.get("Alive")])
 
 
 def with_gpu_share(spec: StudySpec) -> StudySpec:

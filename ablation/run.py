@@ -8,11 +8,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from pathlib import Path
 
-from ablation.study import StudyError, StudySpec, load_study
+from ablation.study import StudyError, StudySpec, check_node_resources, load_study
 from core.cli import ArgumentParser, interrupted_status, one_line, refuse, short_warnings, stop_like_ctrl_c
 from core.config import ConfigError, parse_overrides
 
@@ -82,6 +83,23 @@ def describe_plan(spec: StudySpec) -> str:
     return "\n".join(lines)
 
 
+def check_this_machine(spec: StudySpec, args: argparse.Namespace) -> None:
+    """A study on a local Ray (no ``--address``, no ``RAY_ADDRESS``) runs on this machine: what its trials ask for
+    is checked against it before any work, ``--dry-run`` included (a cluster is checked once the driver joins it)."""
+    if args.address or os.environ.get("RAY_ADDRESS"):
+        return
+    gpus = 0
+    if "cuda" in spec.devices() or float(spec.resources.get("gpu", 0)) > 0:
+        import torch
+        gpus = torch.cuda.device_count()
+    if "cuda" in spec.devices() and not gpus:
+        raise StudyError(f"study {spec.name}: run.device=cuda but no CUDA GPU is visible on this machine; remove "
+                         f"run.device (trials train where resources.gpu puts them) or run on a cluster with GPUs "
+                         f"(--address)")
+    check_node_resources(spec, [{"CPU": args.num_cpus or os.cpu_count() or 1, "GPU": gpus}],
+                         "the largest Ray node (this machine)", "run it on a cluster (--address)")
+
+
 def print_estimate(spec: StudySpec) -> int:
     from ablation.estimate import estimate
     from core.data import DatasetError
@@ -97,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     short_warnings()
     try:
         spec = load_study(args.study, parse_overrides(args.overrides))
+        check_this_machine(spec, args)
     except (StudyError, ConfigError) as exc:
         return refuse(exc, "study error")
     print(describe_plan(spec))

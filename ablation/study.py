@@ -103,6 +103,11 @@ class StudySpec:
     def refit_seeds(self) -> list[int]:
         return list(self.search.get("refit_seeds", self.seeds))
 
+    def devices(self) -> set[str]:
+        """The ``run.device`` values the study's rows set (base and overrides included)."""
+        return {self.base_config().run.device, *(v["run.device"] for v in self.variants.values() if "run.device" in v),
+                *self.axes.get("run.device", [])}
+
     def base_config(self) -> Config:
         return load_config(self.base, dict(self.overrides))
 
@@ -266,6 +271,9 @@ def validate_study(spec: StudySpec, set_keys: Sequence[str] = ()) -> None:
     extra = set(spec.resources) - {"cpu", "gpu"}
     if extra or spec.resources.get("cpu", 1) <= 0 or spec.resources.get("gpu", 0) < 0:
         raise StudyError(f"study {where}: resources must be {{cpu: >0, gpu: >=0}}, got {spec.resources}")
+    if "cuda" in spec.devices() and spec.resources.get("gpu", None) == 0:
+        raise StudyError(f"study {where}: run.device=cuda but resources.gpu=0 gives trials no GPU (a trial trains "
+                         f"where resources.gpu puts it); set resources.gpu or remove run.device")
     targets_json(spec)  # refuses malformed targets
     spec.plan = plan_trials(spec) if spec.algorithm == "grid" else []
     baseline = spec.baseline_label()
@@ -305,6 +313,18 @@ def _check_field_types(spec: StudySpec) -> None:
                          f"{spec.group_by!r}")
     if not isinstance(spec.seeds, list) or not spec.seeds or not all(_is_int(s) for s in spec.seeds):
         raise StudyError(f"study {where}: 'seeds' must be a non-empty list of integers, e.g. [0, 1, 2]")
+
+
+def check_node_resources(spec: StudySpec, nodes: list[dict[str, float]], what: str = "the largest Ray node",
+                         fix: str = "add nodes") -> None:
+    """A trial asking for more than any node has would stay PENDING forever in Ray: refuse it up front. ``nodes``:
+    each node's resources as Ray names them (``CPU``, ``GPU``)."""
+    for res in ("cpu", "gpu"):
+        need = float(spec.resources.get(res, 0))
+        have = max((float(n.get(res.upper(), 0)) for n in nodes), default=0.0)
+        if need > have:
+            raise StudyError(f"study {spec.name}: resources.{res}={need:g} per trial but {what} has {have:g} "
+                             f"{res.upper()}s; lower resources.{res} in the study file or {fix}")
 
 
 def _check_repeats(spec: StudySpec, set_keys: Sequence[str]) -> None:

@@ -79,3 +79,24 @@ def test_core_train_takes_a_flag_among_the_overrides(capsys, tmp_path):
     err = refused(capsys, main, ["--config", "quick", f"run.output_dir={tmp_path}", "--eval-only",
                                  "solver.epochs=1"])
     assert "--eval-only: no checkpoint in" in err
+
+
+@pytest.mark.parametrize("resources, needle", [({"cpu": 64}, "resources.cpu=64 per trial but the largest Ray node "
+                                                              "(this machine) has 2 CPUs"),
+                                               ({"cpu": 1, "gpu": 1}, "resources.gpu=1 per trial")])
+def test_dry_run_checks_resources_against_this_machine(capsys, tmp_path, resources, needle):
+    import torch
+    if resources.get("gpu") and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    err = study_refusal(capsys, tmp_path, {**STUDY, "resources": resources}, "--num-cpus", "2")
+    assert needle in err and "lower resources" in err
+
+
+def test_run_device_cuda_in_a_study_without_a_gpu_is_refused(capsys, tmp_path):
+    import torch
+    body = {**STUDY, "overrides": {**STUDY["overrides"], "run.device": "cuda"}}
+    if not torch.cuda.is_available():
+        err = study_refusal(capsys, tmp_path, body)
+        assert "run.device=cuda but no CUDA GPU is visible on this machine" in err
+    err = study_refusal(capsys, tmp_path, {**body, "resources": {"cpu": 1, "gpu": 0}})
+    assert "run.device=cuda but resources.gpu=0 gives trials no GPU" in err
