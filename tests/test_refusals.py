@@ -100,3 +100,15 @@ def test_run_device_cuda_in_a_study_without_a_gpu_is_refused(capsys, tmp_path):
         assert "run.device=cuda but no CUDA GPU is visible on this machine" in err
     err = study_refusal(capsys, tmp_path, {**body, "resources": {"cpu": 1, "gpu": 0}})
     assert "run.device=cuda but resources.gpu=0 gives trials no GPU" in err
+
+
+def test_an_existing_path_of_the_wrong_kind_is_named_as_such(capsys, tmp_path):
+    from core.train import main
+    folder, file = tmp_path / "weights", tmp_path / "market.txt"
+    folder.mkdir()
+    file.write_text("not a dataset")
+    base = ["--config", "quick_market", f"run.output_dir={tmp_path / 'out'}"]
+    err = refused(capsys, main, [*base, f"model.pretrained={folder}"])
+    assert f"model.pretrained: '{folder}' is a folder, expected a weights file" in err
+    err = refused(capsys, main, [*base, "data.dataset=market1501", f"data.root={file}"])
+    assert f"root '{file}' is a file, expected the dataset's folder" in err
