@@ -136,7 +136,16 @@ def test_resume_restores_center_loss_centers_and_their_optimizer(tmp_path):
 
 def test_non_finite_loss_stops_with_a_clear_reason():
     cfg = load_config("quick", {**TINY, "loss.metric_weight": 1e39, "solver.epochs": 1})
-    with pytest.raises(NonFiniteLossError, match="loss became inf"):
+    with pytest.raises(NonFiniteLossError, match="loss became inf.*; lower loss.metric_weight=1e[+]39 "):
+        train(cfg, log=lambda s: None)
+
+
+def test_a_divergence_names_the_extreme_key_not_the_learning_rate():
+    """Weight decay far above its default makes SGD diverge: the message names it, not solver.lr."""
+    cfg = load_config("quick", {**TINY, "solver.optimizer": "sgd", "solver.weight_decay": 1e9, "solver.epochs": 1,
+                                "solver.max_steps_per_epoch": 6})
+    with pytest.raises(NonFiniteLossError, match=r"loss became nan.*; lower solver.weight_decay=1e\+09 \(2e\+12x its "
+                                                 r"default 0.0005\)$"):
         train(cfg, log=lambda s: None)
 
 
