@@ -279,7 +279,7 @@ def validate_study(spec: StudySpec, set_keys: Sequence[str] = ()) -> None:
     baseline = spec.baseline_label()
     if spec.plan and baseline and baseline not in {t.row for t in spec.plan}:
         raise StudyError(f"study {where}: baseline {baseline!r} matches no row of the plan; rows: "
-                         f"{list(dict.fromkeys(t.row for t in spec.plan))}")
+                         f"{_rows_summary(list(dict.fromkeys(t.row for t in spec.plan)))}")
     _check_effective(spec, cfg, set_keys)
 
 
@@ -403,6 +403,21 @@ def _validate_baseline(spec: StudySpec, cfg: Config) -> None:
             raise StudyError(f"study {where}: baseline key {key!r} is not one of the grouping keys "
                              f"{spec.group_keys()}")
         _check_key_values(cfg, where, key, [value])
+    missing = [k for k in spec.axes if k not in spec.baseline]
+    if spec.baseline and missing and spec.algorithm == "grid":
+        if any(len(spec.axes[k]) > 1 for k in missing):
+            raise StudyError(f"study {where}: baseline names {list(spec.baseline)} but not the axes {missing}, so it "
+                             f"matches more than one row; give each of them a value in baseline")
+        # an axis of one value leaves nothing to choose: the baseline row has that value (row labels' key order)
+        spec.baseline = {k: spec.baseline[k] if k in spec.baseline else spec.axes[k][0]
+                         for k in [*spec.axes, *spec.baseline] if k in spec.baseline or k in spec.axes}
+
+
+def _rows_summary(rows: list[str], shown: int = 10) -> str:
+    """The plan's rows for a one-line message: all of a small plan, the first ``shown`` of a big one."""
+    if len(rows) <= shown:
+        return str(rows)
+    return f"{rows[:shown]} and {len(rows) - shown} more (--dry-run lists them)"
 
 
 def _check_effective(spec: StudySpec, base: Config, set_keys: Sequence[str]) -> None:

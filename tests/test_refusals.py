@@ -112,3 +112,22 @@ def test_an_existing_path_of_the_wrong_kind_is_named_as_such(capsys, tmp_path):
     assert f"model.pretrained: '{folder}' is a folder, expected a weights file" in err
     err = refused(capsys, main, [*base, "data.dataset=market1501", f"data.root={file}"])
     assert f"root '{file}' is a file, expected the dataset's folder" in err
+
+
+def test_a_baseline_naming_some_axes_selects_its_row_or_names_the_missing_keys(capsys, tmp_path):
+    from ablation.run import main
+    body = {**STUDY, "axes": {"loss.type": ["triplet", "expat"], "model.neck": ["bnneck"]},
+            "baseline": {"loss.type": "triplet"}}
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(body))
+    code, (out, err) = main(["--study", str(path), "--dry-run"]), capsys.readouterr()
+    assert code == 0 and "triplet/neck=bnneck/seed=0" in out, err  # one neck: nothing to choose
+    two = {**body, "axes": {"loss.type": ["triplet", "expat"], "solver.lr": [0.1, 0.2]}}
+    err = study_refusal(capsys, tmp_path, two)
+    assert "baseline names ['loss.type'] but not the axes ['solver.lr']" in err and "give each of them" in err
+
+
+def test_a_baseline_matching_no_row_of_a_big_plan_is_summarised(capsys, tmp_path):
+    lrs = [round(0.01 * i, 2) for i in range(1, 301)]
+    err = study_refusal(capsys, tmp_path, {**STUDY, "axes": {"solver.lr": lrs}, "baseline": {"solver.lr": 9.0}})
+    assert "matches no row of the plan" in err and "and 290 more (--dry-run lists them)" in err and len(err) < 1000
