@@ -131,3 +131,16 @@ def test_a_baseline_matching_no_row_of_a_big_plan_is_summarised(capsys, tmp_path
     lrs = [round(0.01 * i, 2) for i in range(1, 301)]
     err = study_refusal(capsys, tmp_path, {**STUDY, "axes": {"solver.lr": lrs}, "baseline": {"solver.lr": 9.0}})
     assert "matches no row of the plan" in err and "and 290 more (--dry-run lists them)" in err and len(err) < 1000
+
+
+def test_sysu_split_files_that_share_ids_are_named_as_the_data_problem(tmp_path):
+    from core.data import DatasetError, generate_sysu
+    from core.data.datasets import parse_sysu_mm01, read_sysu_ids
+    generate_sysu(tmp_path, num_ids=16, num_val_ids=2, num_test_ids=5, images_per_cam=1)
+    exp = tmp_path / "exp"
+    train = read_sysu_ids(exp / "train_id.txt")
+    test = read_sysu_ids(exp / "test_id.txt")
+    (exp / "test_id.txt").write_text(",".join(str(i) for i in [*test, train[0]]))
+    with pytest.raises(DatasetError, match=f"exp/train_id.txt and exp/test_id.txt in {tmp_path} share the ids "
+                                           f"\\[{train[0]}\\]; an identity belongs to one split only"):
+        parse_sysu_mm01(tmp_path)

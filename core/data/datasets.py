@@ -150,6 +150,12 @@ def parse_sysu_mm01(root: str | os.PathLike, train_ids: str = "train", eval_ids:
     if eval_ids not in ("test", "val"):
         raise DatasetError(f"SYSU-MM01: eval_ids='{eval_ids}' is not one of ['test', 'val'].")
     train_list, eval_list = choices[train_ids], split_ids[eval_ids]
+    for source in ["train", "val"] if train_ids == "train+val" else ["train"]:
+        shared = sorted(set(split_ids[source]) & set(eval_list)) if source != eval_ids else []
+        if shared:  # the split files themselves overlap: a data problem, not a setting
+            raise DatasetError(f"SYSU-MM01: exp/{source}_id.txt and exp/{eval_ids}_id.txt in {folder} share the ids "
+                               f"{shared[:5]}{' ...' if len(shared) > 5 else ''}; an identity belongs to one split "
+                               f"only: restore the split files from the SYSU-MM01 release")
     if set(train_list) & set(eval_list):
         raise DatasetError(f"SYSU-MM01: train_ids='{train_ids}' overlaps eval_ids='{eval_ids}'; "
                            f"use train_ids='train' when validating on 'val'.")
