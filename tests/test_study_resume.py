@@ -4,9 +4,9 @@ continues, and neither Ray's results nor MLflow hold an epoch twice.
 One study of two trials: one whose loss overflows at its first step (``loss.metric_weight=1e39``:
 NonFiniteLossError, tagged ``failure_permanent``) and one that trains ``EPOCHS`` epochs. The driver is stopped by
 SIGTERM, as a scheduler stops a job (it takes the Ctrl-C path, which the fault tests send as SIGINT), while the
-second trains, and resumed by the command its one line prints. Tune's saved state then already lists the failed trial as ended; a driver
-killed with SIGKILL can leave it listed as running (Tune saves its state after the fact), and Tune then starts it
-again on ``--resume``. The test puts the state in that form, so what keeps the trial from training again is the
+second trains, and resumed by the command its one line prints. Tune's saved state then already lists the failed
+trial as ended; a driver killed with SIGKILL can leave it listed as running (Tune saves its state after the fact),
+and Tune then starts it again on ``--resume``. The test puts the state in that form, so what keeps the trial from training again is the
 trial's own check of its MLflow run (``ablation.trainable._report_if_ended``), not Tune's bookkeeping.
 """
 import json
