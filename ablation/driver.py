@@ -4,7 +4,8 @@
   the parent MLflow run created (or, on ``--resume``, set RUNNING again);
 - ``fit_study``: the Tuner built (or restored) and run; in a study that selects, the refit of the best trial;
 - ``close_study``: the runs ended, the report built, the parent run FINISHED and the outcome (summary, exit
-  status); an interrupted study ends its runs FAILED and raises ``StudyInterrupted`` with the resume command.
+  status); an interrupted study (Ctrl-C, or SIGTERM, which takes the same path) ends its runs FAILED and raises
+  ``StudyInterrupted``.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import socket
 import sys
 import tempfile
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,13 +31,14 @@ from ray.tune.search import ConcurrencyLimiter
 
 from ablation.interrupt import QuietOnInterrupt, quiet_after_interrupt
 from ablation.progress import StudyProgress
-from ablation.study import (SEED_KEY, TRIAL_INDEX, StudyError, StudySpec, Trial, refit_configs, targets_json,
-                            trial_config, trial_from_config)
+from ablation.study import (SEED_KEY, TRIAL_INDEX, StudyError, StudySpec, Trial, check_node_resources, refit_configs,
+                            targets_json, trial_config, trial_from_config)
 from ablation.tracking import (check_tracking_reachable, children, create_parent_run, ensure_experiment,
                                fail_unfinished_children, find_child, find_parent_run, git_commit, open_tracking_store,
                                retry, set_tags, tracking_credentials)
 from ablation.trainable import StudyContext, run_trial
 from ablation.tune_state import BACKUP_EVERY_S, backup_experiment_state, repair_experiment_state
+from core.cli import sigterm_as_ctrl_c
 from core.config import ConfigError, get_value
 from core.files import probe_write
 from tracking.tags import StudyTags, TrialTags
@@ -44,7 +47,12 @@ RAY_AUTH_MODE = "RAY_AUTH_MODE"
 
 
 class StudyInterrupted(RuntimeError):
-    """The study stopped before all trials ended; ``--resume`` continues it."""
+    """The study stopped before all trials ended; ``--resume`` continues it. ``messages``: the file holding what
+    Ray wrote while it stopped, or None (the CLI, which knows the command as given, prints the resume line)."""
+
+    def __init__(self, ended: int, total: int, messages: Path | None = None):
+        super().__init__(f"{ended} of {total} trials ended")
+        self.messages = messages
 
 
 @dataclass
@@ -182,6 +190,7 @@ def start_ray(address: str | None, num_cpus: int | None) -> bool:
     address = address or os.environ.get("RAY_ADDRESS") or None
     if not address:
         ray.init(address="local", num_cpus=num_cpus, object_store_memory=256 * 1024 ** 2, **kwargs)
+        sigterm_as_ctrl_c()  # ray.init's own SIGTERM handler exits at once, leaving runs RUNNING
         return True
     check_reachable(address)
     os.environ.setdefault(RAY_AUTH_MODE, "token")
@@ -203,6 +212,7 @@ def start_ray(address: str | None, num_cpus: int | None) -> bool:
                          f"Ray's messages: {messages}") from None
     sys.stderr.write(messages.read_text(errors="replace"))
     messages.unlink()
+    sigterm_as_ctrl_c()
     return True
 
 
@@ -249,14 +259,9 @@ def _hide_token_auth_notice() -> None:
 
 
 def check_resources(spec: StudySpec) -> None:
-    """A trial asking for more than any node has would stay PENDING forever in Ray: refuse it up front."""
-    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    for res in ("cpu", "gpu"):
-        need = float(spec.resources.get(res, 0))
-        have = max((float(n.get(res.upper(), 0)) for n in nodes), default=0.0)
-        if need > have:
-            raise StudyError(f"study {spec.name}: resources.{res}={need:g} per trial but the largest Ray node has "
-                             f"{have:g} {res.upper()}s; lower resources.{res} in the study file or add nodes")
+    """A trial asking for more than any node of the running Ray has is refused (``--dry-run`` checks a local
+    study against this machine the same way)."""
+    check_node_resources(spec, [n["Resources"] for n in ray.nodes() if n.get("Alive")])
 
 
 def with_gpu_share(spec: StudySpec) -> StudySpec:
@@ -342,17 +347,44 @@ def _trial_states(ray_path: str) -> list[str]:
     return [t.status for t in tune.ExperimentAnalysis(ray_path).trials]
 
 
-def _open_store(spec: StudySpec, tracking_uri: str, resume: bool) -> MlflowClient:
+def _open_store(spec: StudySpec, tracking_uri: str, resume: bool, storage_path: str) -> MlflowClient:
     """Check that the tracking store works (creating a fresh one's schema) and, for ``--resume``, that it holds
     the study."""
     client = open_tracking_store(tracking_uri)
+    exp = retry(lambda: client.get_experiment_by_name(spec.name))
+    check_not_deleted(spec, exp, tracking_uri)
     if resume:
-        exp = retry(lambda: client.get_experiment_by_name(spec.name))
         parent = find_parent_run(client, exp.experiment_id, spec.name) if exp is not None else None
         if parent is None:
             raise StudyError(f"study {spec.name}: nothing to resume in {tracking_uri}; run it without --resume")
         check_same_plan(spec, client, exp.experiment_id, parent)
+        check_ray_folder(spec, client, exp.experiment_id, parent, storage_path)
     return client
+
+
+def check_not_deleted(spec: StudySpec, exp, tracking_uri: str) -> None:
+    """An experiment deleted in the UI stays in the store (in its trash) under its name, and MLflow refuses new
+    runs in it: say which way out there is."""
+    if exp is None or exp.lifecycle_stage != "deleted":
+        return
+    raise StudyError(f"study {spec.name}: its MLflow experiment {spec.name!r} (id {exp.experiment_id}) is deleted "
+                     f"in {tracking_uri}; restore it (`MLFLOW_TRACKING_URI={tracking_uri} mlflow experiments restore "
+                     f"--experiment-id {exp.experiment_id}`), purge it for good (`mlflow gc --backend-store-uri "
+                     f"{tracking_uri} --experiment-ids {exp.experiment_id}`), or give the study another name")
+
+
+def check_ray_folder(spec: StudySpec, client: MlflowClient, exp_id: str, parent, storage_path: str) -> None:
+    """A resumed study continues in the Ray folder it started with (its trials' checkpoints and Tune's record of
+    which trial is which). Without that folder Tune would start every trial anew, finished ones included, each
+    under a new trial id and so a second MLflow run: refused while any trial has started. A different
+    ``--storage-path`` is not used, and said so."""
+    ray_path = Path(parent.data.tags["study.ray_path"])
+    if not ray_path.is_dir() and children(client, exp_id, parent.info.run_id):
+        raise StudyError(f"study {spec.name}: cannot resume: its Ray folder {ray_path} is gone (deleted, moved or on "
+                         f"a disk not mounted); restore it there, or run the study without --resume to start it over")
+    if ray_path.parent != Path(storage_path):
+        warnings.warn(f"study {spec.name} started with --storage-path {ray_path.parent}; --resume continues there "
+                      f"(not in {storage_path})")
 
 
 def check_same_plan(spec: StudySpec, client: MlflowClient, exp_id: str, parent) -> None:
@@ -489,7 +521,7 @@ def open_study(spec: StudySpec, tracking_uri: str, storage_path: str, address: s
     check_storage_path(storage_path)
     prepare_data(spec)
     with ThreadPoolExecutor(max_workers=1) as pool:
-        store_ready = pool.submit(_open_store, spec, tracking_uri, resume)
+        store_ready = pool.submit(_open_store, spec, tracking_uri, resume, storage_path)
         try:
             started = start_ray(address, num_cpus)
         except BaseException:
@@ -568,9 +600,8 @@ def close_study(study: OpenStudy, states: list[str], refit_states: list[str], bu
         end_failed(study, "study interrupted; continue with --resume", interrupted=True)
         ended = sum(s == "TERMINATED" for s in [*states, *refit_states])
         log = study.interrupt_log
-        messages = f" (Ray's messages while stopping: {log})" if log.is_file() and log.stat().st_size else ""
-        raise StudyInterrupted(f"{ended} of {study.total + study.refit_total} trials ended; run "
-                               f"`python -m ablation.run --study {spec.name} --resume` to finish the rest{messages}")
+        raise StudyInterrupted(ended, study.total + study.refit_total,
+                               log if log.is_file() and log.stat().st_size else None)
     fail_unfinished_children(client, study.experiment_id, parent_id, "trial ended without closing its run")
     report_path = None
     if build_report:

@@ -7,6 +7,8 @@ Tune installs its own SIGINT handler when ``fit()`` starts; ``QuietOnInterrupt.s
 that, wraps it: the first Ctrl-C points file descriptor 2 at the file, then runs Tune's handler (which restores the
 handler from before ``fit()``, so a second Ctrl-C stops the driver at once). ``quiet_after_interrupt`` names the
 file and points descriptor 2 back when the study's fit step is over, before the driver prints its line.
+
+SIGTERM reaches the same handler: ``core.cli.stop_like_ctrl_c`` runs the SIGINT handler in force on SIGTERM.
 """
 from __future__ import annotations
 

@@ -8,11 +8,13 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 import sys
 from pathlib import Path
 
-from ablation.study import StudyError, StudySpec, load_study
-from core.cli import INTERRUPTED, ArgumentParser, one_line, refuse, short_warnings
+from ablation.study import StudyError, StudySpec, check_node_resources, load_study
+from core.cli import ArgumentParser, interrupted_status, one_line, refuse, short_warnings, stop_like_ctrl_c
 from core.config import ConfigError, parse_overrides
 
 
@@ -26,7 +28,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m ablation.run", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--study", required=True, help="name of search_spaces/NAME.yaml, or a path to a study YAML")
@@ -43,7 +45,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--num-cpus", type=_positive_int, default=None, help="CPUs for a local Ray (default: all)")
     p.add_argument("--no-report", action="store_true", help="skip building the report at the end")
     p.add_argument("--verbose", type=int, default=0, help="Ray Tune verbosity 0..3")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return parser().parse_args(argv)
+
+
+def resume_command(args: argparse.Namespace) -> str:
+    """The command that continues this study, as a shell runs it: the study as given (a path stays a path), its
+    ``--set`` overrides, and the tracking store, storage path and Ray address where they are not the defaults."""
+    defaults = parser().parse_args(["--study", args.study])
+    words = ["python", "-m", "ablation.run", "--study", args.study]
+    for override in args.overrides:
+        words += ["--set", override]
+    for flag, key in (("--tracking-uri", "tracking_uri"), ("--storage-path", "storage_path"),
+                      ("--address", "address")):
+        if getattr(args, key) != getattr(defaults, key):
+            words += [flag, getattr(args, key)]
+    return shlex.join([*words, "--resume"])
 
 
 def describe_plan(spec: StudySpec) -> str:
@@ -63,6 +83,23 @@ def describe_plan(spec: StudySpec) -> str:
     return "\n".join(lines)
 
 
+def check_this_machine(spec: StudySpec, args: argparse.Namespace) -> None:
+    """A study on a local Ray (no ``--address``, no ``RAY_ADDRESS``) runs on this machine: what its trials ask for
+    is checked against it before any work, ``--dry-run`` included (a cluster is checked once the driver joins it)."""
+    if args.address or os.environ.get("RAY_ADDRESS"):
+        return
+    gpus = 0
+    if "cuda" in spec.devices() or float(spec.resources.get("gpu", 0)) > 0:
+        import torch
+        gpus = torch.cuda.device_count()
+    if "cuda" in spec.devices() and not gpus:
+        raise StudyError(f"study {spec.name}: run.device=cuda but no CUDA GPU is visible on this machine; remove "
+                         f"run.device (trials train where resources.gpu puts them) or run on a cluster with GPUs "
+                         f"(--address)")
+    check_node_resources(spec, [{"CPU": args.num_cpus or os.cpu_count() or 1, "GPU": gpus}],
+                         "the largest Ray node (this machine)", "run it on a cluster (--address)")
+
+
 def print_estimate(spec: StudySpec) -> int:
     from ablation.estimate import estimate
     from core.data import DatasetError
@@ -80,6 +117,13 @@ def main(argv: list[str] | None = None) -> int:
         spec = load_study(args.study, parse_overrides(args.overrides))
     except (StudyError, ConfigError) as exc:
         return refuse(exc, "study error")
+    try:
+        check_this_machine(spec, args)
+    except StudyError as exc:
+        if not args.dry_run:
+            return refuse(exc, "study error")
+        # A plan is also made for a cluster: the dry run names what this machine lacks, and still shows the plan
+        print(f"note: a run here would be refused: {one_line(exc)}", file=sys.stderr)
     print(describe_plan(spec))
     if args.dry_run:
         return 0
@@ -91,17 +135,19 @@ def main(argv: list[str] | None = None) -> int:
     from core.data import DatasetError
     from reports.collect import ReportError
     try:
-        outcome = run_study(spec, tracking_uri=tracking_uri(args.tracking_uri),
-                            storage_path=str(Path(args.storage_path).resolve()), address=args.address,
-                            resume=args.resume, num_cpus=args.num_cpus, build_report=not args.no_report,
-                            verbose=args.verbose)
+        with stop_like_ctrl_c():  # SIGTERM (a scheduler's stop) takes Ctrl-C's path: Tune stops, runs are ended
+            outcome = run_study(spec, tracking_uri=tracking_uri(args.tracking_uri),
+                                storage_path=str(Path(args.storage_path).resolve()), address=args.address,
+                                resume=args.resume, num_cpus=args.num_cpus, build_report=not args.no_report,
+                                verbose=args.verbose)
     except StudyInterrupted as exc:
-        print(f"interrupted: {one_line(exc)}", file=sys.stderr)
-        return INTERRUPTED
-    except KeyboardInterrupt:  # a second Ctrl+C while Tune was already stopping
-        print(f"interrupted: run `python -m ablation.run --study {args.study} --resume` to finish the study",
+        messages = f" (Ray's messages while stopping: {exc.messages})" if exc.messages else ""
+        print(f"interrupted: {one_line(exc)}; run `{resume_command(args)}` to finish the rest{messages}",
               file=sys.stderr)
-        return INTERRUPTED
+        return interrupted_status()
+    except KeyboardInterrupt:  # a second Ctrl+C (or SIGTERM) while Tune was already stopping
+        print(f"interrupted: run `{resume_command(args)}` to finish the study", file=sys.stderr)
+        return interrupted_status()
     except (StudyError, TrackingError, DatasetError, ConfigError) as exc:
         return refuse(exc)
     except ReportError as exc:  # the trials ran and are logged; only the report is missing

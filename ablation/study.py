@@ -38,6 +38,8 @@ SEARCH_ALGORITHMS = ("grid", "optuna")
 SCHEDULERS = ("fifo", "asha")
 SPACE_TYPES = ("float", "loguniform", "int", "choice")
 STUDY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+MAX_NUM_SAMPLES = 10_000  # Tune keeps every trial in memory and in its state file: more is a typo, not a study
+
 TOP_LEVEL = ("name", "description", "base", "overrides", "variants", "axes", "seeds", "splits", "group_by", "baseline",
              "search", "scheduler", "metric", "mode", "resources", "max_concurrent", "max_failures",
              "checkpoint_interval_s", "targets")
@@ -116,6 +118,11 @@ class StudySpec:
     def total_trials(self) -> int:
         return self.search_trials + self.refit_trials
 
+    def devices(self) -> set[str]:
+        """The ``run.device`` values the study's rows set (base and overrides included)."""
+        return {self.base_config().run.device, *(v["run.device"] for v in self.variants.values() if "run.device" in v),
+                *self.axes.get("run.device", [])}
+
     def base_config(self) -> Config:
         return load_config(self.base, dict(self.overrides))
 
@@ -157,12 +164,15 @@ def load_study(name_or_path: str, extra_overrides: dict[str, Any] | None = None)
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml"):
         path = STUDY_DIR / f"{name_or_path}.yaml"
-    if not path.is_file():
+    if not path.exists():
         raise StudyError(f"study {name_or_path!r} not found; use one of {list_studies()} or a path to a YAML file")
     body = read_yaml_mapping(path, "study file", StudyError)
     unknown = sorted(set(body) - set(TOP_LEVEL))
     if unknown:
         raise StudyError(f"study {path.name}: unknown field(s) {unknown}; allowed fields: {list(TOP_LEVEL)}")
+    if body.get("variants") == {}:  # would plan one row of the base alone, as if no variants were meant
+        raise StudyError(f"study {path.name}: 'variants' is empty; list at least one row (name: {{key: value}}) or "
+                         f"remove 'variants'")
     body.setdefault("name", path.stem)
     # The name becomes an MLflow experiment, tag value and search filter operand, and a Ray results folder.
     if not isinstance(body["name"], str) or not STUDY_NAME.fullmatch(body["name"]):
@@ -276,12 +286,15 @@ def validate_study(spec: StudySpec, set_keys: Sequence[str] = ()) -> None:
     extra = set(spec.resources) - {"cpu", "gpu"}
     if extra or spec.resources.get("cpu", 1) <= 0 or spec.resources.get("gpu", 0) < 0:
         raise StudyError(f"study {where}: resources must be {{cpu: >0, gpu: >=0}}, got {spec.resources}")
+    if "cuda" in spec.devices() and spec.resources.get("gpu", None) == 0:
+        raise StudyError(f"study {where}: run.device=cuda but resources.gpu=0 gives trials no GPU (a trial trains "
+                         f"where resources.gpu puts it); set resources.gpu or remove run.device")
     targets_json(spec)  # refuses malformed targets
     spec.plan = plan_trials(spec) if spec.algorithm == "grid" else []
     baseline = spec.baseline_label()
     if spec.plan and baseline and baseline not in {t.row for t in spec.plan}:
         raise StudyError(f"study {where}: baseline {baseline!r} matches no row of the plan; rows: "
-                         f"{list(dict.fromkeys(t.row for t in spec.plan))}")
+                         f"{_rows_summary(list(dict.fromkeys(t.row for t in spec.plan)))}")
     _check_effective(spec, cfg, set_keys)
 
 
@@ -300,8 +313,9 @@ def _check_field_types(spec: StudySpec) -> None:
                           ("scheduler", "{type: asha, grace_period: 1}"), ("resources", "{cpu: 1}")):
         if not isinstance(getattr(spec, name), dict):
             raise StudyError(f"study {where}: '{name}' must be a mapping like {example}, got {getattr(spec, name)!r}")
-    if "num_samples" in spec.search and (not _is_int(spec.search["num_samples"]) or spec.search["num_samples"] < 1):
-        raise StudyError(f"study {where}: search.num_samples must be a whole number >= 1, got "
+    if "num_samples" in spec.search and (not _is_int(spec.search["num_samples"])
+                                         or not 1 <= spec.search["num_samples"] <= MAX_NUM_SAMPLES):
+        raise StudyError(f"study {where}: search.num_samples must be a whole number in 1..{MAX_NUM_SAMPLES}, got "
                          f"{spec.search['num_samples']!r}")
     for key, value in spec.resources.items():
         if not _is_number(value):
@@ -316,9 +330,21 @@ def _check_field_types(spec: StudySpec) -> None:
         raise StudyError(f"study {where}: 'seeds' must be a non-empty list of integers, e.g. [0, 1, 2]")
 
 
+def check_node_resources(spec: StudySpec, nodes: list[dict[str, float]], what: str = "the largest Ray node",
+                         fix: str = "add nodes") -> None:
+    """A trial asking for more than any node has would stay PENDING forever in Ray: refuse it up front. ``nodes``:
+    each node's resources as Ray names them (``CPU``, ``GPU``)."""
+    for res in ("cpu", "gpu"):
+        need = float(spec.resources.get(res, 0))
+        have = max((float(n.get(res.upper(), 0)) for n in nodes), default=0.0)
+        if need > have:
+            raise StudyError(f"study {spec.name}: resources.{res}={need:g} per trial but {what} has {have:g} "
+                             f"{res.upper()}s; lower resources.{res} in the study file or {fix}")
+
+
 def _check_repeats(spec: StudySpec, set_keys: Sequence[str]) -> None:
-    """No value twice in an axis or the seeds (two trials of one row would share a name), and no ``--set`` on a
-    key the study varies (the row's own value would win, silently)."""
+    """No value twice in an axis or the seeds (two trials of one row would share a name), and no override
+    (``overrides`` or ``--set``) on a key the study varies (the row's own value would win, silently)."""
     where = spec.name
     for name, values in [*((f"axis {k!r}", v) for k, v in spec.axes.items()), ("seeds", spec.seeds),
                          ("splits", spec.splits if isinstance(spec.splits, list) else [])]:
@@ -326,10 +352,14 @@ def _check_repeats(spec: StudySpec, set_keys: Sequence[str]) -> None:
         if twice:
             raise StudyError(f"study {where}: {name} lists {twice[0]} more than once; give each value once")
     varied = set(spec.axes) | {k for v in spec.variants.values() for k in v} | set(spec.search.get("space") or {})
-    clash = sorted(set(set_keys) & varied)
-    if clash:
+    clash = sorted(set(spec.overrides) & varied)  # --set is merged into the overrides: one rule for both
+    if clash and clash[0] in set_keys:
         raise StudyError(f"study {where}: --set {clash[0]} sets a key the study varies (an axis, a variant or the "
                          f"search space); change it in the study file instead")
+    if clash:
+        raise StudyError(f"study {where}: overrides sets {clash[0]}, a key the study varies (an axis, a variant or "
+                         f"the search space), whose value would win; remove it from overrides or from where it "
+                         f"varies")
 
 
 def _validate_splits(spec: StudySpec, cfg: Config) -> None:
@@ -388,6 +418,21 @@ def _validate_baseline(spec: StudySpec, cfg: Config) -> None:
             raise StudyError(f"study {where}: baseline key {key!r} is not one of the grouping keys "
                              f"{spec.group_keys()}")
         _check_key_values(cfg, where, key, [value])
+    missing = [k for k in spec.axes if k not in spec.baseline]
+    if spec.baseline and missing and spec.algorithm == "grid":
+        if any(len(spec.axes[k]) > 1 for k in missing):
+            raise StudyError(f"study {where}: baseline names {list(spec.baseline)} but not the axes {missing}, so it "
+                             f"matches more than one row; give each of them a value in baseline")
+        # an axis of one value leaves nothing to choose: the baseline row has that value (row labels' key order)
+        spec.baseline = {k: spec.baseline[k] if k in spec.baseline else spec.axes[k][0]
+                         for k in [*spec.axes, *spec.baseline] if k in spec.baseline or k in spec.axes}
+
+
+def _rows_summary(rows: list[str], shown: int = 10) -> str:
+    """The plan's rows for a one-line message: all of a small plan, the first ``shown`` of a big one."""
+    if len(rows) <= shown:
+        return str(rows)
+    return f"{rows[:shown]} and {len(rows) - shown} more (--dry-run lists them)"
 
 
 def _check_effective(spec: StudySpec, base: Config, set_keys: Sequence[str]) -> None:

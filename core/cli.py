@@ -6,11 +6,16 @@ Imports nothing heavy (no torch, Ray or MLflow), so a CLI can refuse bad argumen
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 import warnings
 
 BAD_INPUT = 2  # the exit status of every CLI for input it refuses (arguments, config, study file, data)
 INTERRUPTED = 130  # the shell's status for a command stopped by Ctrl-C (128 + SIGINT)
+
+_stopped_by = {"signal": signal.SIGINT}  # the signal that stopped this process's command (SIGTERM goes Ctrl-C's way)
 
 
 def one_line(exc: BaseException | str) -> str:
@@ -35,3 +40,46 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(BAD_INPUT, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
+def _on_sigterm(signum, frame) -> None:
+    """SIGTERM (what SLURM, Kubernetes, systemd, ``timeout`` and ``kill`` send) runs the SIGINT handler in force at
+    that moment: one stop path for both signals (Tune's graceful stop during a study's fit, KeyboardInterrupt
+    elsewhere)."""
+    _stopped_by["signal"] = signum
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+    elif handler != signal.SIG_IGN:
+        raise KeyboardInterrupt
+
+
+def sigterm_as_ctrl_c() -> None:
+    """Install the SIGTERM handler (again: ``ray.init`` replaces it with one that exits at once)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+@contextlib.contextmanager
+def stop_like_ctrl_c():
+    """Within the block SIGTERM stops the command as Ctrl-C does; the previous handler is back afterwards (a CLI's
+    ``main`` called in-process leaves its caller's handler alone)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    _stopped_by["signal"] = signal.SIGINT
+    sigterm_as_ctrl_c()
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def interrupted_status() -> int:
+    """The exit status of a stopped command: 128 + the signal, 130 for Ctrl-C and 143 for SIGTERM."""
+    return 128 + _stopped_by["signal"]
+
+
+def stop_signal_name() -> str:
+    return "SIGTERM" if _stopped_by["signal"] == signal.SIGTERM else "Ctrl-C"

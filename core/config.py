@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import re
 import typing
 from dataclasses import dataclass, field
@@ -156,10 +157,13 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
 
 
+MAX_IMAGE_SIDE = 1024  # the largest data.height / data.width, in pixels
+
 # Range checks that the type alone cannot express: key -> (predicate, what is allowed).
 _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
-    "data.height": (lambda v: v >= 16, ">= 16"),
-    "data.width": (lambda v: v >= 16, ">= 16"),
+    # Images beyond MAX_IMAGE_SIDE (4x the papers' 256x128 and 288x144) do not fit a batch in memory anywhere.
+    "data.height": (lambda v: 16 <= v <= MAX_IMAGE_SIDE, f"in 16..{MAX_IMAGE_SIDE}"),
+    "data.width": (lambda v: 16 <= v <= MAX_IMAGE_SIDE, f"in 16..{MAX_IMAGE_SIDE}"),
     "data.batch_size": (lambda v: v >= 2, ">= 2"),
     "data.num_instances": (lambda v: v >= 2, ">= 2"),
     "data.num_workers": (lambda v: v >= 0, ">= 0"),
@@ -232,14 +236,19 @@ def _yaml_bool_word(key: str, value: bool, allowed: tuple) -> str:
 
 def _number(key: str, value: Any, tp: type) -> int | float:
     """``value`` as an int or float; a bool is never a number, and an int key takes only whole values."""
+    number = None
     if not isinstance(value, bool):
         if isinstance(value, str):
             try:
-                return tp(value)
+                number = tp(value)
             except ValueError:
                 pass
         elif isinstance(value, int) or (isinstance(value, float) and (tp is float or value.is_integer())):
-            return tp(value)
+            number = tp(value)
+    if number is not None:
+        if tp is float and not math.isfinite(number):  # NaN and infinity pass no setting's meaning
+            raise ConfigError(f"{key}: {value!r} is not a finite number; give a finite value")
+        return number
     raise ConfigError(f"{key}: expected {'an integer' if tp is int else 'a number'}, got {value!r}")
 
 
@@ -362,10 +371,15 @@ def list_presets() -> list[str]:
 
 def read_yaml_mapping(path: Path, what: str, error: type[Exception] = ConfigError) -> dict:
     """A YAML file that must hold a mapping (a preset or a study); ``error`` names ``what`` it is."""
+    if path.is_dir():
+        raise error(f"{what} {path} is a folder, expected a YAML file")
     try:
-        body = yaml.safe_load(path.read_text()) or {}
+        body = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise error(f"{what} {path} is not valid YAML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise error(f"{what} {path} is not UTF-8 text (byte {exc.start} cannot be decoded); give a YAML file") \
+            from None
     if not isinstance(body, dict):
         raise error(f"{what} {path} must be a mapping")
     return body

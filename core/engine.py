@@ -62,6 +62,27 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+# Keys that scale the updates or the loss, and what they are compared with: the schema's default (a recipe's loss
+# weights, None in the schema, are about 1).
+DIVERGENCE_KEYS = ("solver.lr", "solver.weight_decay", "solver.weight_decay_bias", "solver.bias_lr_factor",
+                   "loss.id_weight", "loss.metric_weight", "loss.center_weight", "loss.center_lr")
+
+
+def divergence_hint(cfg: Config) -> str:
+    """The fix a non-finite loss message gives: the keys set at least 100x above their default when there are
+    any (the likely cause), else the learning rate and the loss weights."""
+    defaults = to_flat_dict(Config())
+    values = to_flat_dict(cfg)
+    far = []
+    for key in DIVERGENCE_KEYS:
+        value, default = values[key], defaults[key] if defaults[key] is not None else 1.0
+        if value is not None and default > 0 and value >= 100 * default:
+            far.append(f"{key}={value:g} ({value / default:.3g}x its default {default:g})")
+    if far:
+        return f"lower {', '.join(far)}"
+    return "lower solver.lr or check the loss weights"
+
+
 # Keys a resumed run may change: where and how it runs, how it evaluates, and how long it trains. Any other
 # change would continue one training under another's name (config.yaml records the new values).
 RESUMABLE_CHANGES = ("run.", "eval.", "solver.epochs", "solver.max_iters", "data.num_workers",
@@ -222,7 +243,7 @@ class Trainer:
             raise NonFiniteLossError(f"loss became {loss.item()} at epoch {self.epoch}, iteration "
                                      f"{self.iteration} (components: "
                                      f"{ {k: float(v) for k, v in parts.items()} }); "
-                                     f"lower solver.lr or check the loss weights")
+                                     f"{divergence_hint(self.cfg)}")
         self.optimizer.zero_grad(set_to_none=True)
         if self.center_optimizer:
             self.center_optimizer.zero_grad(set_to_none=True)

@@ -32,6 +32,9 @@ def check_inputs(cfg: Config) -> None:
         raise ConfigError(f"model.pretrained: this preset trains from ImageNet weights; pass "
                           f"model.pretrained=/path/to/{cfg.model.arch}.pth (a local torchvision state dict), or "
                           f"model.pretrained=none to train from random weights")
+    if pretrained_path(cfg) and Path(cfg.model.pretrained).expanduser().is_dir():
+        raise ConfigError(f"model.pretrained: '{cfg.model.pretrained}' is a folder, expected a weights file; pass the "
+                          f"path of a local torchvision ResNet state dict")
     if pretrained_path(cfg) and not Path(cfg.model.pretrained).expanduser().is_file():
         raise ConfigError(f"model.pretrained: file '{cfg.model.pretrained}' does not exist; pass the path of a "
                           f"local torchvision ResNet state dict (every node of a study must see it), or leave "

@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from core.cli import INTERRUPTED, ArgumentParser, refuse, short_warnings
+from core.cli import ArgumentParser, interrupted_status, refuse, short_warnings, stop_like_ctrl_c, stop_signal_name
 from core.config import Config, ConfigError, list_presets, load_config, parse_overrides, to_yaml
 from core.files import probe_write
 
@@ -27,7 +27,9 @@ def check_machine(cfg: Config) -> None:
 def check_output_dir(out: Path, need_checkpoint: bool, no_resume: bool) -> None:
     """``run.output_dir`` can be written (checked by writing, before data and model are built); ``--eval-only``
     needs a checkpoint there."""
-    from core.checkpoint import checkpoint_path
+    from core.checkpoint import check_checkpoint, checkpoint_path
+    if not no_resume:
+        check_checkpoint(out / "checkpoint")  # a damaged one is refused before data and model are built
     if need_checkpoint:
         if no_resume:
             raise ConfigError("--eval-only evaluates the checkpoint in run.output_dir and --no-resume ignores it; "
@@ -50,7 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-resume", action="store_true", help="start over even if the output folder has a checkpoint")
     p.add_argument("--eval-only", action="store_true", help="evaluate the checkpoint in run.output_dir and exit")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. loss.type=triplet loss.margin=0.5")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)  # a --flag may stand among the key=value overrides
+    with stop_like_ctrl_c():  # SIGTERM (a scheduler's stop) ends the run as Ctrl-C does
+        return run(args)
+
+
+def run(args) -> int:
     short_warnings()
     try:
         cfg = load_config(args.config, args.overrides)
@@ -88,10 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         result = trainer.fit()
     except (DatasetError, ConfigError, NonFiniteLossError) as exc:
         return refuse(exc)
-    except KeyboardInterrupt:
-        print(f"interrupted; run the same command again to continue from the last checkpoint in {out}",
-              file=sys.stderr)
-        return INTERRUPTED
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM; checkpoints are written whole or not at all
+        print(f"interrupted ({stop_signal_name()}); run the same command again to continue from the last checkpoint "
+              f"in {out}", file=sys.stderr)
+        return interrupted_status()
     (out / "metrics.json").write_text(json.dumps(result.final, indent=2))
     print(f"final: {format_metrics(result.final)}\noutputs in {out}")
     return 0

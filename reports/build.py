@@ -173,7 +173,17 @@ def main(argv: list[str] | None = None) -> int:
               f"folder", file=sys.stderr)
         return 2
     print(f"report written to {report}")
+    if len(studies) == 1 and not _finished(studies[0], uri, args.parent_run_id):
+        print(f"error: study {studies[0]} has no finished trial; the report {report} lists each trial and why it "
+              f"did not finish", file=sys.stderr)
+        return 1
     return 0
+
+
+def _finished(study: str, uri: str, parent_run_id: str | None) -> int:
+    """How many of the report's trials finished (what its means are made of)."""
+    trials = table_trials(collect_trials(study, uri, parent_run_id)[1])
+    return int(finished_mask(trials).sum())
 
 
 if __name__ == "__main__":

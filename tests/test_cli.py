@@ -57,3 +57,32 @@ def test_refuse_prints_one_line_and_returns_the_bad_input_status(capsys):
     from core.cli import refuse
     assert refuse(ValueError("no such\nkey"), "config error") == BAD_INPUT
     assert capsys.readouterr().err == "config error: no such key\n"
+
+
+def test_sigterm_takes_the_path_of_the_sigint_handler_in_force_and_exits_143():
+    """A real SIGTERM to this process within ``stop_like_ctrl_c``: the SIGINT handler in force runs (Tune's during a
+    study's fit: stop gracefully, then give the previous handler back), and a second SIGTERM then stops at once
+    (KeyboardInterrupt) as a second Ctrl-C does; the exit status is 143, and the caller's handler is back after."""
+    import os
+    import signal
+
+    from core.cli import interrupted_status, stop_like_ctrl_c
+    calls = []
+
+    def graceful(signum, frame):  # Tune's handler does this much: note the stop, restore the previous handler
+        calls.append(signum)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    outer = signal.signal(signal.SIGTERM, lambda *_: calls.append("outer"))
+    previous_int = signal.signal(signal.SIGINT, graceful)
+    try:
+        with pytest.raises(KeyboardInterrupt), stop_like_ctrl_c():
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert calls == [signal.SIGINT]  # the graceful path, once
+            os.kill(os.getpid(), signal.SIGTERM)  # the second one stops at once
+        assert interrupted_status() == 143
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert calls == [signal.SIGINT, "outer"]  # the caller's handler is back
+    finally:
+        signal.signal(signal.SIGINT, previous_int)
+        signal.signal(signal.SIGTERM, outer)

@@ -8,6 +8,7 @@
 - an unwritable tracking store or storage path: refused before any training.
 """
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -244,8 +245,9 @@ def test_ctrl_c_prints_the_resume_hint_and_nothing_from_ray(tmp_path, data_cache
     stderr = (tmp_path / "stderr.log").read_text()
     assert code == 130, stderr[-3000:]
     lines = stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("interrupted: 0 of 1 trials ended; run `python -m ablation.run "
-                                                   "--study ctrl_c --resume`"), stderr[-3000:]
+    resume = shlex.join(["python", "-m", "ablation.run", "--study", str(tmp_path / "ctrl_c.yaml"), "--tracking-uri",
+                         str(tmp_path / "mlflow.db"), "--storage-path", str(tmp_path / "ray_results"), "--resume"])
+    assert len(lines) == 1 and lines[0].startswith(f"interrupted: 0 of 1 trials ended; run `{resume}`"), stderr[-3000:]
     ray_log = next((tmp_path / "ray_results").glob("ctrl_c-*-interrupted.log"))
     assert str(ray_log) in lines[0] and "Stop signal received" in ray_log.read_text()
     assert "Traceback" not in (tmp_path / "stdout.log").read_text()

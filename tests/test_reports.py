@@ -363,3 +363,27 @@ def test_table_csv_and_tex_carry_the_cis_the_paired_difference_and_the_best_mean
     lines = {line.split(" & ")[0]: line for line in tex.splitlines() if " & " in line}
     assert lines["loss.type=expat"].startswith(r"loss.type=expat & 2 & 94.50 $\pm$ 0.71 & \textbf{87.50 $\pm$ 0.71} &")
     assert lines[r"loss.type=expat\_center"].startswith(r"loss.type=expat\_center & 1 & \textbf{94.70} & 86.80 &")
+
+
+def test_cli_on_a_study_with_no_finished_trial_writes_the_report_and_exits_1(tmp_path, capsys):
+    """The report shows why (each trial's failure); the exit status and one stderr line say nothing finished."""
+    from reports.build import main
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp_id = client.create_experiment("allfail", artifact_location=(tmp_path / "artifacts").as_uri())
+    parent = client.create_run(exp_id, run_name="allfail", tags={
+        "kind": "study", "study": "allfail", "study.metric": "rank1", "study.mode": "max",
+        "study.group_keys": "loss.type", "study.baseline": "loss.type=triplet", "study.ray_path": str(tmp_path)})
+    for loss_type in ("triplet", "expat"):
+        run = client.create_run(exp_id, run_name=f"{loss_type}/seed=0", tags={
+            "mlflow.parentRunId": parent.info.run_id, "kind": "trial", "study": "allfail",
+            "group": f"loss.type={loss_type}", "seed": "0", "trial_id": loss_type,
+            "failure_reason": "NonFiniteLossError: loss became nan"})
+        client.log_param(run.info.run_id, "loss.type", loss_type)
+        client.set_terminated(run.info.run_id, "FAILED")
+    assert main(["--study", "allfail", "--tracking-uri", uri, "--out", str(tmp_path / "out"), "--no-log"]) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if "mlflow.store.db.utils" not in line]
+    report = tmp_path / "out" / "report.md"
+    assert err == [f"error: study allfail has no finished trial; the report {report} lists each trial and why it "
+                   f"did not finish"]  # (MLflow's own notice of a new store's tables aside)
+    assert report.read_text().count("NonFiniteLossError: loss became nan") == 2

@@ -20,9 +20,12 @@ TOY = {"model.arch": "resnet18", "model.pretrained": "none", "data.height": 64, 
        "eval.batch_size": 64}
 
 
+EIGHT_CPUS = ("--num-cpus", "8")  # the machine the studies are written for (resources.cpu is checked against it)
+
+
 def run_cli(tmp_path: Path, study: str, *sets: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "ablation.run", "--study", study, "--tracking-uri", str(tmp_path / "mlflow.db"),
-           "--storage-path", str(tmp_path / "ray_results")]
+           "--storage-path", str(tmp_path / "ray_results"), *EIGHT_CPUS]
     for item in sets:
         cmd += ["--set", item]
     return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
@@ -30,8 +33,8 @@ def run_cli(tmp_path: Path, study: str, *sets: str) -> subprocess.CompletedProce
 
 @pytest.mark.parametrize("study", STUDIES)
 def test_reproduction_study_plans_without_data_and_refuses_to_start_without_it(tmp_path, study):
-    plan = subprocess.run([sys.executable, "-m", "ablation.run", "--study", study, "--dry-run"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    plan = subprocess.run([sys.executable, "-m", "ablation.run", "--study", study, "--dry-run", *EIGHT_CPUS],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert plan.returncode == 0, plan.stderr
     spec = load_study(study)
     assert spec.baseline_label() == "loss.type=triplet"

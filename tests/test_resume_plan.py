@@ -2,7 +2,7 @@
 import pytest
 from mlflow.tracking import MlflowClient
 
-from ablation.driver import check_same_plan
+from ablation.driver import check_ray_folder, check_same_plan
 from ablation.study import StudyError, load_study
 from ablation.tracking import create_parent_run, ensure_experiment, find_parent_run
 from tracking.tags import StudyTags
@@ -33,3 +33,54 @@ def test_resume_accepts_the_same_plan_and_refuses_renamed_rows(tmp_path):
     client.create_run(exp, run_name="expAT/seed=0", tags={"mlflow.parentRunId": parent.info.run_id})
     with pytest.raises(StudyError, match="run 'expAT/seed=0' is not a trial of the current plan"):
         check_same_plan(spec, client, exp, parent)
+
+
+def _started(tmp_path, ray_path, names):
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = ensure_experiment(client, "loss_comparison")
+    parent = create_parent_run(client, exp, "loss_comparison", tags={"study.ray_path": str(ray_path)},
+                               params={"study.trials": 12})
+    for name in names:
+        client.create_run(exp, run_name=name, tags={"mlflow.parentRunId": parent, "kind": "trial"})
+    return client, exp, find_parent_run(client, exp, "loss_comparison")
+
+
+def test_resume_refuses_a_started_study_whose_ray_folder_is_gone(tmp_path):
+    """Without Tune's folder every trial would start anew, finished ones under a second run: refused, naming it."""
+    spec = load_study("loss_comparison")
+    gone = tmp_path / "ray_results" / "loss_comparison-20260101-000000"
+    client, exp, parent = _started(tmp_path, gone, ["triplet/seed=0"])
+    with pytest.raises(StudyError, match=f"its Ray folder {gone} is gone .*restore it there, or run the study "
+                                         f"without --resume"):
+        check_ray_folder(spec, client, exp, parent, str(gone.parent))
+    gone.mkdir(parents=True)
+    check_ray_folder(spec, client, exp, parent, str(gone.parent))
+
+
+def test_resume_before_any_trial_started_needs_no_ray_folder(tmp_path):
+    spec = load_study("loss_comparison")
+    client, exp, parent = _started(tmp_path, tmp_path / "ray_results" / "never-made", [])
+    check_ray_folder(spec, client, exp, parent, str(tmp_path / "ray_results"))
+
+
+def test_resume_with_another_storage_path_continues_in_the_recorded_one_and_says_so(tmp_path):
+    spec = load_study("loss_comparison")
+    recorded = tmp_path / "first" / "loss_comparison-20260101-000000"
+    recorded.mkdir(parents=True)
+    client, exp, parent = _started(tmp_path, recorded, ["triplet/seed=0"])
+    with pytest.warns(UserWarning, match=f"started with --storage-path {recorded.parent}; --resume continues there "
+                                         f"\\(not in {tmp_path / 'second'}\\)"):
+        check_ray_folder(spec, client, exp, parent, str(tmp_path / "second"))
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_study_whose_experiment_is_deleted_is_refused_with_the_ways_out(tmp_path, resume):
+    """The UI's delete leaves the experiment in the store's trash under the study's name."""
+    from ablation.driver import _open_store
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client, exp, parent = _started(tmp_path, tmp_path / "ray_results" / "x", ["triplet/seed=0"])
+    client.delete_experiment(exp)
+    with pytest.raises(StudyError, match=f"experiment 'loss_comparison' \\(id {exp}\\) is deleted in {uri}; restore "
+                                         f"it .*mlflow experiments restore --experiment-id {exp}.*mlflow gc "
+                                         f"--backend-store-uri {uri} --experiment-ids {exp}.*another name"):
+        _open_store(load_study("loss_comparison"), uri, resume, str(tmp_path / "ray_results"))

@@ -2,23 +2,31 @@
 continues, and neither Ray's results nor MLflow hold an epoch twice.
 
 One study of two trials: one whose loss overflows at its first step (``loss.metric_weight=1e39``:
-NonFiniteLossError, tagged ``failure_permanent``) and one that trains ``EPOCHS`` epochs. The driver is interrupted
-(SIGINT) while the second trains. Tune's saved state then already lists the failed trial as ended; a driver
-killed with SIGKILL can leave it listed as running (Tune saves its state after the fact), and Tune then starts it
-again on ``--resume``. The test puts the state in that form, so what keeps the trial from training again is the
+NonFiniteLossError, tagged ``failure_permanent``) and one that trains ``EPOCHS`` epochs. The driver is stopped by
+SIGTERM, as a scheduler stops a job (it takes the Ctrl-C path, which the fault tests send as SIGINT), while the
+second trains, and resumed by the command its one line prints. Tune's saved state then already lists the failed
+trial as ended; a driver killed with SIGKILL can leave it listed as running (Tune saves its state after the fact),
+and Tune then starts it again on ``--resume``. The test puts the state in that form, so what keeps the trial from training again is the
 trial's own check of its MLflow run (``ablation.trainable._report_if_ended``), not Tune's bookkeeping.
 """
 import json
+import os
+import re
+import shlex
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from studies import (TINY, history, kill_session, output, ray_trials, result_lines, run_study, start_study,
+from studies import (TINY, history, kill_session, output, ray_trials, result_lines, start_study, study_env,
                      study_runs, wait_until, with_overrides)
 
 pytestmark = pytest.mark.slow
 EPOCHS = 5
+GRACE_S = 30  # the time README.md says a stopped study needs between SIGTERM and SIGKILL
 BODY = {**with_overrides(TINY, solver__epochs=EPOCHS, loss__type="expat"),
         "axes": {"loss.metric_weight": [1.0, 1e39]}, "baseline": {}, "checkpoint_interval_s": 0}
 
@@ -56,11 +64,21 @@ def test_resume_skips_the_permanently_failed_trial_and_finishes_the_interrupted_
     try:
         wait_until(lambda: trial_progress(tmp_path / "ray_results") >= (True, 1), proc,
                    what="a failed trial and an epoch of the other")
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=300) == 130, (tmp_path / "perm.log").read_text()[-3000:]
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=300)
+        stopped_in = time.monotonic() - sent
     finally:
         kill_session(proc)
+    log = (tmp_path / "perm.log").read_text()
+    assert code == 143, log[-3000:]
+    print(f"SIGTERM to exit: {stopped_in:.1f} s")
+    assert stopped_in < GRACE_S, f"SIGTERM to exit took {stopped_in:.1f} s"
+    (line,) = [line for line in log.splitlines() if line.startswith("interrupted:")]
+    assert "Traceback" not in log, log[-3000:]
+    resume_line = re.search(r"run `([^`]+)` to finish the rest", line).group(1)
     client, parents, children = study_runs(tmp_path, "perm")
+    assert all(r.info.status != "RUNNING" for r in [*parents, *children])
     by_weight = {r.data.params["loss.metric_weight"]: r for r in children}
     broken, good = by_weight["1e+39"], by_weight["1.0"]
     assert broken.info.status == "FAILED" and broken.data.tags["failure_permanent"] == "true"
@@ -72,7 +90,12 @@ def test_resume_skips_the_permanently_failed_trial_and_finishes_the_interrupted_
     assert before[good_id][-1]["epoch"] < EPOCHS  # interrupted mid-training
     mark_running(ray_path, broken_id)
 
-    resumed = run_study(tmp_path, "perm", BODY, "--resume")
+    # the resume command as printed: the study file's path, the tracking store and the storage path the study used
+    words = shlex.split(resume_line)
+    assert words[:3] == ["python", "-m", "ablation.run"] and str(tmp_path / "perm.yaml") in words, resume_line
+    env = {**study_env(tmp_path), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    resumed = subprocess.run(resume_line, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=600)
     assert resumed.returncode == 0, output(resumed)
     assert "1/2 trials finished, 1 failed" in resumed.stdout
     client, parents, children = study_runs(tmp_path, "perm")

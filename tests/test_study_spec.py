@@ -230,7 +230,7 @@ def test_dry_run_refuses_unread_axes_and_set_overrides_in_one_line_before_ray(tm
 
 @pytest.mark.parametrize("name", ["loss_comparison", "margin_sweep", "csbn_ablation", "tpe_asha"])
 def test_every_shipped_study_passes_its_dry_run(name):
-    proc = _dry_run(name, "--set", "solver.epochs=2")
+    proc = _dry_run(name, "--set", "solver.epochs=2", "--num-cpus", "8")  # the paper studies' 8-CPU machine
     assert proc.returncode == 0, proc.stderr
 
 

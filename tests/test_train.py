@@ -158,7 +158,16 @@ def test_resume_restores_center_loss_centers_and_their_optimizer(tmp_path):
 
 def test_non_finite_loss_stops_with_a_clear_reason():
     cfg = load_config("quick", {**TINY, "loss.metric_weight": 1e39, "solver.epochs": 1})
-    with pytest.raises(NonFiniteLossError, match="loss became inf"):
+    with pytest.raises(NonFiniteLossError, match="loss became inf.*; lower loss.metric_weight=1e[+]39 "):
+        train(cfg, log=lambda s: None)
+
+
+def test_a_divergence_names_the_extreme_key_not_the_learning_rate():
+    """Weight decay far above its default makes SGD diverge: the message names it, not solver.lr."""
+    cfg = load_config("quick", {**TINY, "solver.optimizer": "sgd", "solver.weight_decay": 1e9, "solver.epochs": 1,
+                                "solver.max_steps_per_epoch": 6})
+    with pytest.raises(NonFiniteLossError, match=r"loss became nan.*; lower solver.weight_decay=1e\+09 \(2e\+12x its "
+                                                 r"default 0.0005\)$"):
         train(cfg, log=lambda s: None)
 
 
@@ -264,3 +273,96 @@ def test_eval_every_iters_evaluates_at_those_iterations_once_each():
 def test_eval_every_iters_needs_an_iteration_schedule():
     cfg = load_config("quick", {**TINY, "solver.epochs": 1, "eval.every_iters": 1})  # step_unit=epoch
     assert "iter_evals" not in Trainer(cfg, log=lambda s: None).fit().history[0]
+
+
+def test_sigterm_stops_the_cli_in_one_line_and_running_it_again_continues(tmp_path, capsys):
+    """SIGTERM (a scheduler's stop) after the first epoch's checkpoint: exit status 143, one line saying how to go on,
+    the whole checkpoint and nothing half-written; the same command then trains the remaining epochs, each once."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from core.train import main
+    out = tmp_path / "out"
+    argv = ["--config", "quick", f"run.output_dir={out}", "solver.epochs=4",
+            *(f"{k}={v}" for k, v in TINY.items())]
+    running = threading.Event()
+
+    def stop_after_first_checkpoint():
+        while running.is_set() and not (out / "checkpoint" / "last.pt").is_file():
+            time.sleep(0.01)
+        if running.is_set():
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)  # a signal sent after main returned is ignored
+    try:
+        running.set()
+        sender = threading.Thread(target=stop_after_first_checkpoint)
+        sender.start()
+        code = main(argv)
+        running.clear()
+        sender.join()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    err = capsys.readouterr().err
+    assert code == 143, err
+    assert err.count("\n") == 1 and err.startswith("interrupted (SIGTERM); run the same command again"), err
+    assert str(out) in err
+    assert sorted(p.name for p in (out / "checkpoint").iterdir()) == ["last.pt"]
+    stopped_at = torch.load(out / "checkpoint" / "last.pt", weights_only=False)["epoch"]
+    assert stopped_at < 4
+    assert main(argv) == 0, capsys.readouterr().err
+    assert [json.loads(s)["epoch"] for s in (out / "history.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+
+
+def test_a_checkpoint_write_stopped_midway_leaves_the_last_whole_one(tmp_path, monkeypatch):
+    from core import checkpoint
+    checkpoint.save_checkpoint(tmp_path, {"epoch": 1})
+
+    def stopped_midway(state, path):
+        Path(path).write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint.torch, "save", stopped_midway)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save_checkpoint(tmp_path, {"epoch": 2})
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+    assert torch.load(tmp_path / "last.pt", weights_only=False)["epoch"] == 1
+
+
+def _damage(path: Path, how: str) -> None:
+    from core.checkpoint import save_checkpoint
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if how == "folder":
+        path.mkdir()
+        return
+    save_checkpoint(path.parent, {"epoch": 1, "weights": torch.zeros(1000)})
+    whole = path.read_bytes()
+    path.write_bytes({"zero bytes": b"", "truncated": whole[: len(whole) // 2],
+                      "random bytes": bytes(range(256)) * 40}[how])
+
+
+@pytest.mark.parametrize("how", ["zero bytes", "truncated", "random bytes", "folder"])
+def test_a_damaged_checkpoint_is_refused_in_one_line_before_any_work(tmp_path, capsys, monkeypatch, how):
+    """Named with the way out, before data or model are built (nothing written, no data generated); ``--no-resume``
+    starts over, and the trainer (a study's trial) refuses it the same way."""
+    monkeypatch.setenv("EXPAT_DATA_CACHE", str(tmp_path / "cache"))
+    from core.checkpoint import load_checkpoint
+    from core.config import ConfigError
+    from core.train import main
+    out = tmp_path / "out"
+    ckpt = out / "checkpoint" / "last.pt"
+    _damage(ckpt, how)
+    argv = ["--config", "quick", f"run.output_dir={out}", "solver.epochs=1", *(f"{k}={v}" for k, v in TINY.items())]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"checkpoint {ckpt} is " in err, err
+    assert "delete it to start over, or pass --no-resume" in err and "Traceback" not in err
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint"]  # refused before anything was written
+    assert not (tmp_path / "cache").exists()  # ... or any data generated
+    with pytest.raises(ConfigError, match=f"checkpoint {ckpt} is "):
+        load_checkpoint(ckpt.parent)
+    if how == "truncated":  # the one case cheap enough to train: --no-resume starts over and overwrites it
+        assert main(["--no-resume", *argv]) == 0, capsys.readouterr().err
+        assert load_checkpoint(ckpt.parent)["epoch"] == 1

@@ -30,12 +30,19 @@ def _layout_error(dataset: str, root: Path, layout: str, problem: str) -> Datase
                         f"Set data.root to the folder that holds the dataset.")
 
 
+def _not_a_folder(root: Path) -> str:
+    """Why ``root`` (not a folder) cannot be a dataset's root, for ``_layout_error``."""
+    if root.exists():
+        return f"root '{root}' is a file, expected the dataset's folder"
+    return f"root folder '{root}' does not exist"
+
+
 def _find_dataset_dir(dataset: str, root: str | os.PathLike, candidates: list[str], required: tuple[str, ...],
                       layout: str) -> Path:
     """Return the first candidate folder (relative to root) that holds every required entry."""
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise _layout_error(dataset, root, layout, f"root folder '{root}' does not exist")
+        raise _layout_error(dataset, root, layout, _not_a_folder(root))
     for rel in candidates:
         folder = root / rel
         if all((folder / name).exists() for name in required):
@@ -143,6 +150,12 @@ def parse_sysu_mm01(root: str | os.PathLike, train_ids: str = "train", eval_ids:
     if eval_ids not in ("test", "val"):
         raise DatasetError(f"SYSU-MM01: eval_ids='{eval_ids}' is not one of ['test', 'val'].")
     train_list, eval_list = choices[train_ids], split_ids[eval_ids]
+    for source in ["train", "val"] if train_ids == "train+val" else ["train"]:
+        shared = sorted(set(split_ids[source]) & set(eval_list)) if source != eval_ids else []
+        if shared:  # the split files themselves overlap: a data problem, not a setting
+            raise DatasetError(f"SYSU-MM01: exp/{source}_id.txt and exp/{eval_ids}_id.txt in {folder} share the ids "
+                               f"{shared[:5]}{' ...' if len(shared) > 5 else ''}; an identity belongs to one split "
+                               f"only: restore the split files from the SYSU-MM01 release")
     if set(train_list) & set(eval_list):
         raise DatasetError(f"SYSU-MM01: train_ids='{train_ids}' overlaps eval_ids='{eval_ids}'; "
                            f"use train_ids='train' when validating on 'val'.")
@@ -186,7 +199,7 @@ def parse_regdb(root: str | os.PathLike, trial: int = 1, mode: str = "t2v") -> D
     """
     root_path = Path(root).expanduser()
     if not root_path.is_dir():
-        raise _layout_error("RegDB", root_path, REGDB_LAYOUT, f"root folder '{root_path}' does not exist")
+        raise _layout_error("RegDB", root_path, REGDB_LAYOUT, _not_a_folder(root_path))
     if not 1 <= int(trial) <= 10:
         raise DatasetError(f"RegDB: trial={trial} must be in 1..10.")
     if mode not in REGDB_DIRECTIONS:
