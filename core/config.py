@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import math
 import re
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal, Optional
 
 import yaml
@@ -209,13 +212,18 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
 }
 
 
-def _sections() -> dict[str, type]:
-    return {f.name: f.type if isinstance(f.type, type) else globals()[f.type] for f in dataclasses.fields(Config)}
+# Both are read for every key of every override (hundreds per study plan); typing.get_type_hints compiles each
+# string annotation anew on every call, so each schema class is resolved once (read-only views: shared).
+@functools.lru_cache(maxsize=None)
+def _sections() -> Mapping[str, type]:
+    return MappingProxyType({f.name: f.type if isinstance(f.type, type) else globals()[f.type]
+                             for f in dataclasses.fields(Config)})
 
 
-def _field_types(section_cls: type) -> dict[str, Any]:
+@functools.lru_cache(maxsize=None)
+def _field_types(section_cls: type) -> Mapping[str, Any]:
     hints = typing.get_type_hints(section_cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(section_cls)}
+    return MappingProxyType({f.name: hints[f.name] for f in dataclasses.fields(section_cls)})
 
 
 def schema_keys() -> list[str]:

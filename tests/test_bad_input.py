@@ -1,8 +1,10 @@
 """Bad input through both CLIs (``python -m core.train``, ``python -m ablation.run``): refused with a non-zero exit
 and ONE stderr line that names the problem and the fix, no traceback, and nothing already finished is lost.
 
-Every case runs the real CLI in a subprocess on a small generated dataset written in the real SYSU-MM01 layout
-(parsed by the real parser, ``data.dataset=sysu_mm01``), damaged on disk the way real downloads get damaged.
+Every case runs the real CLI (its ``main(argv)`` in this process, tests/inprocess.py; the fresh-interpreter runs
+are in tests/test_cli_smoke.py) on a small generated dataset written in the real SYSU-MM01 layout (parsed by the
+real parser, ``data.dataset=sysu_mm01``), damaged on disk the way real downloads get damaged. A study that must
+reach Ray (a cluster address, the cluster's resources) runs in a fresh interpreter.
 """
 import json
 import os
@@ -15,6 +17,7 @@ import pytest
 import yaml
 
 from core.data import generate_sysu
+from inprocess import run_main
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["solver.epochs=1", "solver.max_steps_per_epoch=1", "eval.trials=1", "run.progress=false",
@@ -44,6 +47,10 @@ def _env(tmp_path: Path) -> dict:
     return {**os.environ, "EXPAT_DATA_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
 
 
+def _cache(tmp_path: Path) -> dict:
+    return {"EXPAT_DATA_CACHE": str(tmp_path / "cache")}
+
+
 def _real_data(settings) -> bool:
     """A real dataset on disk does not read the generator's settings (data.synthetic_ids), so they are left out."""
     return "data.dataset=sysu_mm01" in settings
@@ -51,20 +58,25 @@ def _real_data(settings) -> bool:
 
 def train_cli(tmp_path: Path, *overrides: str, timeout: int = 300) -> subprocess.CompletedProcess:
     tiny = [t for t in TINY if not t.startswith("data.synthetic_")] if _real_data(overrides) else TINY
-    cmd = [sys.executable, "-m", "core.train", "--config", "quick", f"run.output_dir={tmp_path / 'out'}", *tiny,
-           *overrides]
-    return subprocess.run(cmd, cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=timeout)
+    argv = ["--config", "quick", f"run.output_dir={tmp_path / 'out'}", *tiny, *overrides]
+    return run_main("core.train", argv, cwd=tmp_path, env=_cache(tmp_path), timeout=timeout)
 
 
-def study_cli(tmp_path: Path, body: dict, *extra: str, timeout: int = 300) -> subprocess.CompletedProcess:
+def study_cli(tmp_path: Path, body: dict, *extra: str, timeout: int = 300,
+              fresh: bool = False) -> subprocess.CompletedProcess:
+    """``python -m ablation.run`` on ``body``: in this process, or in a fresh interpreter (``fresh``) for a study
+    that reaches Ray."""
     if _real_data(extra):
         body = {**body, "overrides": {k: v for k, v in body["overrides"].items()
                                       if not k.startswith("data.synthetic_")}}
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(body))
-    cmd = [sys.executable, "-m", "ablation.run", "--study", str(path), "--num-cpus", "2",
-           "--tracking-uri", str(tmp_path / "mlflow.db"), "--storage-path", str(tmp_path / "ray_results"), *extra]
-    return subprocess.run(cmd, cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=timeout)
+    argv = ["--study", str(path), "--num-cpus", "2", "--tracking-uri", str(tmp_path / "mlflow.db"),
+            "--storage-path", str(tmp_path / "ray_results"), *extra]
+    if not fresh:
+        return run_main("ablation.run", argv, cwd=tmp_path, env=_cache(tmp_path), timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "ablation.run", *argv], cwd=tmp_path, env=_env(tmp_path),
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def assert_refused(proc: subprocess.CompletedProcess, *needles: str) -> str:
@@ -127,10 +139,9 @@ def test_train_cli_checks_its_output_folder_and_eval_only_before_any_work(tmp_pa
     blocker.write_text("a regular file, not a folder")  # as root, chmod stops nothing: a path below a file does
     assert_refused(train_cli(tmp_path, f"run.output_dir={blocker / 'out'}", timeout=120), "run.output_dir",
                    "cannot be written")
-    cmd = [sys.executable, "-m", "core.train", "--config", "quick", f"run.output_dir={tmp_path / 'empty'}", *TINY]
+    argv = ["--config", "quick", f"run.output_dir={tmp_path / 'empty'}", *TINY]
     for extra, needle in ((["--eval-only"], "no checkpoint in"), (["--eval-only", "--no-resume"], "one of them")):
-        proc = subprocess.run(cmd[:3] + extra + cmd[3:], cwd=tmp_path, env=_env(tmp_path), capture_output=True,
-                              text=True, timeout=120)
+        proc = run_main("core.train", argv[:2] + extra + argv[2:], cwd=tmp_path, env=_cache(tmp_path), timeout=120)
         assert_refused(proc, "--eval-only", needle)
     assert not (tmp_path / "empty").exists()
 
@@ -148,19 +159,21 @@ def test_study_cli_refuses_bad_config(tmp_path):
 @pytest.mark.parametrize("resources, needle", [({"cpu": 3}, "resources.cpu=3"), ({"cpu": 1, "gpu": 1}, "resources.gpu=1")])
 def test_study_cli_refuses_more_resources_than_the_cluster_has(tmp_path, resources, needle):
     # Ray would leave such a trial PENDING forever; the driver asks Ray what its nodes have and refuses up front.
-    line = assert_refused(study_cli(tmp_path, {**STUDY, "resources": resources}), needle, "largest Ray node")
+    line = assert_refused(study_cli(tmp_path, {**STUDY, "resources": resources}, fresh=True), needle,
+                          "largest Ray node")
     assert "lower" in line
     from mlflow.tracking import MlflowClient
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []  # no run was made
 
 
+@pytest.mark.slow  # Ray's client tries the address for most of a minute before it gives up
 def test_study_cli_refuses_a_ray_address_where_nothing_listens(tmp_path):
     import socket
     with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    line = assert_refused(study_cli(tmp_path, STUDY, "--address", f"127.0.0.1:{port}", timeout=60),
+    line = assert_refused(study_cli(tmp_path, STUDY, "--address", f"127.0.0.1:{port}", timeout=60, fresh=True),
                           f"127.0.0.1:{port}", "ray start --head")
     assert "cannot connect to the Ray cluster" in line
 

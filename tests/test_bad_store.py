@@ -4,34 +4,31 @@ checks ``ablation.run`` makes too (``tracking.store``); and no tool creates a st
 
 The line says which check answered (the SQLite header, the missing file, the server's health probe, the
 authenticated read), so a missing check shows as another line or as a hang in MLflow's minutes of HTTP retries
-(caught by the subprocess timeout), not as a slow pass.
+(caught by the subprocess timeout), not as a slow pass. The tools run in this process through their ``main(argv)`` (tests/inprocess.py, whose
+deadline stands in for the subprocess timeout); tests/test_cli_smoke.py runs each in a fresh interpreter.
 """
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
+from inprocess import run_main
 from test_bad_input import assert_refused  # exit status 2, one stderr line naming the needles
 
-ROOT = Path(__file__).resolve().parent.parent
 CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
 TOOLS = ("reports.build", "ablation.ui_check")
 
 
 def run_tool(tool: str, cwd: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if k not in CREDENTIALS}
-    cmd = [sys.executable, "-m", tool, "--study", "some_study", *args]
+    argv = ["--study", "some_study", *args]
     if tool == "ablation.ui_check":  # any executable: the store is refused before a browser could start
-        cmd += ["--chromium", shutil.which("true") or "/bin/true", "--out", str(cwd / "ui")]
-    return subprocess.run(cmd, cwd=cwd, env={**base, "PYTHONPATH": str(ROOT), **(env or {})}, capture_output=True,
-                          text=True, timeout=90)
+        argv += ["--chromium", shutil.which("true") or "/bin/true", "--out", str(cwd / "ui")]
+    return run_main(tool, argv, cwd=cwd, env={**dict.fromkeys(CREDENTIALS), **(env or {})}, timeout=90)
 
 
 class FakeServer:
@@ -117,27 +114,12 @@ def test_server_denying_the_account(tmp_path, fake_server):
                        "denied this account access")
 
 
-def test_ui_check_other_bad_input_exits_2_in_one_line(tmp_path):
+@pytest.fixture(scope="module")
+def study_store(tmp_path_factory) -> Path:
+    """A valid SQLite store (made once: MLflow's schema set-up takes seconds) holding one finished trial of the
+    study ``some_study``."""
     from mlflow import MlflowClient
-    store = tmp_path / "mlflow.db"
-    MlflowClient(f"sqlite:///{store}").search_experiments()  # an empty, valid store
-    ui = [sys.executable, "-m", "ablation.ui_check", "--study", "no_such_study", "--tracking-uri", str(store),
-          "--out", str(tmp_path / "ui")]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    true = shutil.which("true") or "/bin/true"
-    for extra, needles in (
-            (["--chromium", str(tmp_path / "no-chromium")], ["Chromium not found", str(tmp_path / "no-chromium")]),
-            (["--chromium", true, "--size", "big"], ["--size 'big'", "WIDTHxHEIGHT"]),
-            (["--chromium", true], ["no experiment named 'no_such_study'", str(store)])):
-        proc = subprocess.run(ui + extra, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=90)
-        assert_refused(proc, *needles)
-    assert not (tmp_path / "ui").exists()
-
-
-def test_unwritable_out_folder_exits_2_in_one_line(tmp_path):
-    """A study that is there, an --out below a regular file (unwritable even for root): one line, no traceback."""
-    from mlflow import MlflowClient
-    store = tmp_path / "mlflow.db"
+    store = tmp_path_factory.mktemp("study_store") / "mlflow.db"
     client = MlflowClient(f"sqlite:///{store}")
     exp = client.create_experiment("some_study")
     parent = client.create_run(exp, run_name="some_study", tags={"kind": "study", "study": "some_study",
@@ -147,12 +129,28 @@ def test_unwritable_out_folder_exits_2_in_one_line(tmp_path):
     client.log_param(child.info.run_id, "loss.type", "a")
     client.log_metric(child.info.run_id, "rank1", 50.0, step=1)
     client.set_terminated(child.info.run_id)
+    return store
+
+
+def test_ui_check_other_bad_input_exits_2_in_one_line(tmp_path, study_store):
+    store = study_store  # a valid store without the study asked for
+    ui = ["--study", "no_such_study", "--tracking-uri", str(store), "--out", str(tmp_path / "ui")]
+    true = shutil.which("true") or "/bin/true"
+    for extra, needles in (
+            (["--chromium", str(tmp_path / "no-chromium")], ["Chromium not found", str(tmp_path / "no-chromium")]),
+            (["--chromium", true, "--size", "big"], ["--size 'big'", "WIDTHxHEIGHT"]),
+            (["--chromium", true], ["no experiment named 'no_such_study'", str(store)])):
+        assert_refused(run_main("ablation.ui_check", ui + extra, cwd=tmp_path, timeout=90), *needles)
+    assert not (tmp_path / "ui").exists()
+
+
+def test_unwritable_out_folder_exits_2_in_one_line(tmp_path, study_store):
+    """A study that is there, an --out below a regular file (unwritable even for root): one line, no traceback."""
+    store = study_store
     blocker = tmp_path / "file.txt"
     blocker.write_text("a regular file, not a folder")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     true = shutil.which("true") or "/bin/true"
-    for cmd in (["reports.build", "--no-log"], ["ablation.ui_check", "--chromium", true]):
-        proc = subprocess.run([sys.executable, "-m", *cmd, "--study", "some_study", "--tracking-uri", str(store),
-                               "--out", str(blocker / "out")], cwd=tmp_path, env=env, capture_output=True,
-                              text=True, timeout=90)
+    for tool, *cmd in (["reports.build", "--no-log"], ["ablation.ui_check", "--chromium", true]):
+        proc = run_main(tool, [*cmd, "--study", "some_study", "--tracking-uri", str(store), "--out",
+                               str(blocker / "out")], cwd=tmp_path, timeout=90)
         assert_refused(proc, str(blocker / "out"), "Not a directory", "--out")

@@ -1,6 +1,4 @@
 """The effective configuration: auto and default weights resolved, and the keys a training does not read."""
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +7,7 @@ import torch
 from core.config import load_config
 from core.effective import check_read, effective_params, resolve, signature, unread_keys
 from core.names import UNREAD
+from inprocess import run_main  # the CLI's main(argv) in process; tests/test_cli_smoke.py starts it fresh
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -97,9 +96,8 @@ def test_unread_keys_change_nothing_in_the_model_and_loss():
 
 
 def test_training_cli_refuses_an_override_it_would_not_read(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "core.train", "--config", "quick", "loss.type=expat",
-                           "loss.margin=0.5", f"run.output_dir={tmp_path}"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    proc = run_main("core.train", ["--config", "quick", "loss.type=expat", "loss.margin=0.5",
+                                   f"run.output_dir={tmp_path}"], cwd=ROOT, timeout=120)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert "loss.margin is not read by loss.type=expat; expAT's margin is loss.at_margin" in proc.stderr
     assert not (tmp_path / "config.yaml").exists()

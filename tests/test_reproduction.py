@@ -1,6 +1,7 @@
 """The reproduction studies (``search_spaces/reproduce_*.yaml``): each plans without the data, refuses to start
 without its data root or weights in one line naming the key, and trains a step of its first trial on tiny data
-written in the dataset's real on-disk layout."""
+written in the dataset's real on-disk layout. The CLI runs in this process (tests/inprocess.py) except for the
+study that trains under Ray."""
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pytest
 from ablation.study import load_study, trial_config
 from core.data import generate_market, generate_regdb, generate_sysu
 from core.engine import train
+from inprocess import run_main
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDIES = ["reproduce_market", "reproduce_duke", "reproduce_sysu", "reproduce_regdb"]
@@ -24,17 +26,16 @@ EIGHT_CPUS = ("--num-cpus", "8")  # the machine the studies are written for (res
 
 
 def run_cli(tmp_path: Path, study: str, *sets: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "ablation.run", "--study", study, "--tracking-uri", str(tmp_path / "mlflow.db"),
-           "--storage-path", str(tmp_path / "ray_results"), *EIGHT_CPUS]
+    argv = ["--study", study, "--tracking-uri", str(tmp_path / "mlflow.db"), "--storage-path",
+            str(tmp_path / "ray_results"), *EIGHT_CPUS]
     for item in sets:
-        cmd += ["--set", item]
-    return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        argv += ["--set", item]
+    return run_main("ablation.run", argv, cwd=tmp_path, timeout=120)
 
 
 @pytest.mark.parametrize("study", STUDIES)
 def test_reproduction_study_plans_without_data_and_refuses_to_start_without_it(tmp_path, study):
-    plan = subprocess.run([sys.executable, "-m", "ablation.run", "--study", study, "--dry-run", *EIGHT_CPUS],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    plan = run_main("ablation.run", ["--study", study, "--dry-run"], cwd=ROOT, timeout=120)
     assert plan.returncode == 0, plan.stderr
     spec = load_study(study)
     assert spec.baseline_label() == "loss.type=triplet"
@@ -90,7 +91,7 @@ def test_regdb_study_repeats_over_splits_and_reports_both_directions(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "ablation.run", "--study", str(tmp_path / "regdb_splits.yaml"),
                            "--num-cpus", "2", "--tracking-uri", str(tmp_path / "mlflow.db"),
                            "--storage-path", str(tmp_path / "ray_results")], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=900)
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "6/6 trials finished, 0 failed" in proc.stdout
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -122,12 +123,12 @@ def test_estimate_times_one_trial_and_writes_no_runs(tmp_path):
     printed, and nothing is logged."""
     import re
     root = generate_sysu(tmp_path / "sysu", num_ids=16, num_val_ids=1, num_test_ids=4, images_per_cam=2)
-    proc = subprocess.run([sys.executable, "-m", "ablation.run", "--study", "reproduce_sysu", "--estimate",
-                           "--set", f"data.root={root}", "--set", "model.pretrained=none", "--set", "model.arch=resnet18",
-                           "--set", "data.height=64", "--set", "data.width=32", "--set", "solver.epochs=2",
-                           "--set", "data.num_workers=0", "--set", "eval.every_iters=10"],
-                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
-                          timeout=300)
+    proc = run_main("ablation.run", ["--study", "reproduce_sysu", "--estimate", *EIGHT_CPUS,
+                                     "--set", f"data.root={root}", "--set", "model.pretrained=none",
+                                     "--set", "model.arch=resnet18", "--set", "data.height=64", "--set",
+                                     "data.width=32", "--set", "solver.epochs=2", "--set", "data.num_workers=0",
+                                     "--set", "eval.every_iters=10"],
+                    cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert re.search(r"per trial: 22 iterations x 48 images = 1056 images seen, [\d.]+ s per iteration; "
                      r"3 evaluations x [\d.]+ s", proc.stdout), proc.stdout

@@ -1,13 +1,12 @@
 """Study specs: shipped studies parse, plans are what the YAML says, impossible specs fail with clear errors."""
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from ablation.study import StudyError, list_studies, load_study, targets_json
+from inprocess import run_main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,12 +72,10 @@ def test_unknown_study_lists_the_shipped_ones():
 
 
 def test_cli_dry_run_and_bad_spec_exit_codes(tmp_path):
-    ok = subprocess.run([sys.executable, "-m", "ablation.run", "--study", "loss_comparison", "--dry-run"],
-                        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    ok = _dry_run("loss_comparison")
     assert ok.returncode == 0, ok.stderr
     assert "12 trials" in ok.stdout and "expat_center/seed=2" in ok.stdout
-    bad = subprocess.run([sys.executable, "-m", "ablation.run", "--study", _write(tmp_path, {**BASE, "metric": "acc"}),
-                          "--dry-run"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    bad = _dry_run(_write(tmp_path, {**BASE, "metric": "acc"}))
     assert bad.returncode == 2
     assert "metric 'acc' is never reported" in bad.stderr and "Traceback" not in bad.stderr
 
@@ -140,8 +137,8 @@ def _write_text(tmp_path, text, name="s.yaml"):
 
 
 def _dry_run(study, *extra):
-    return subprocess.run([sys.executable, "-m", "ablation.run", "--study", study, "--dry-run", *extra], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    """``python -m ablation.run --study <study> --dry-run`` in this process (tests/inprocess.py)."""
+    return run_main("ablation.run", ["--study", study, "--dry-run", *extra], cwd=ROOT, timeout=120)
 
 
 def test_values_are_shown_as_the_schema_holds_them(tmp_path):

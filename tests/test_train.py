@@ -1,8 +1,6 @@
 """The trainer end to end on generated data: every algorithm trains, training beats chance, resume is exact."""
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +8,7 @@ import torch
 
 from core.config import load_config
 from core.engine import NonFiniteLossError, Trainer, train
+from inprocess import run_main  # the CLI's main(argv) in process; tests/test_cli_smoke.py starts it fresh
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"data.synthetic_ids": 16, "solver.max_steps_per_epoch": 2, "eval.trials": 2, "run.progress": False,
@@ -172,18 +171,17 @@ def test_a_divergence_names_the_extreme_key_not_the_learning_rate():
 
 
 def test_cli_trains_writes_outputs_and_refuses_bad_keys(tmp_path):
-    env = {"EXPAT_DATA_CACHE": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"}
-    cmd = [sys.executable, "-m", "core.train", "--config", "quick", f"run.output_dir={tmp_path / 'out'}",
-           "solver.epochs=1", "data.synthetic_ids=16", "solver.max_steps_per_epoch=2", "eval.trials=2",
-           "run.progress=false"]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    env = {"EXPAT_DATA_CACHE": str(tmp_path / "cache")}
+    argv = ["--config", "quick", f"run.output_dir={tmp_path / 'out'}", "solver.epochs=1", "data.synthetic_ids=16",
+            "solver.max_steps_per_epoch=2", "eval.trials=2", "run.progress=false"]
+    proc = run_main("core.train", argv, cwd=ROOT, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     out = tmp_path / "out"
     assert (out / "checkpoint" / "last.pt").is_file() and (out / "config.yaml").is_file()
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["epoch"] == 1 and "rank1" in metrics
     assert len((out / "history.jsonl").read_text().splitlines()) == 1
-    bad = subprocess.run(cmd + ["loss.margn=0.3"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    bad = run_main("core.train", argv + ["loss.margn=0.3"], cwd=ROOT, env=env, timeout=120)
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "loss.margn" in bad.stderr and "loss.margin" in bad.stderr
 
@@ -226,12 +224,12 @@ def test_cli_eval_only_evaluates_the_checkpoint_and_no_resume_starts_over(tmp_pa
     """``--eval-only`` prints the metrics of the model in ``checkpoint/last.pt`` (the epoch it reached and the final
     metrics the training wrote, not an untrained model's) and writes nothing; ``--no-resume`` trains from scratch,
     even with a setting the checkpoint was not trained with (which a resumed run refuses)."""
-    env = {"EXPAT_DATA_CACHE": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"}
+    env = {"EXPAT_DATA_CACHE": str(tmp_path / "cache")}
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "core.train", "--config", "quick", f"run.output_dir={out}", "solver.epochs=1",
-           "data.synthetic_ids=16", "solver.max_steps_per_epoch=2", "eval.trials=2", "run.progress=false"]
-    run = lambda *flags: subprocess.run(cmd[:5] + list(flags) + cmd[5:], cwd=ROOT, env=env,  # noqa: E731
-                                        capture_output=True, text=True, timeout=300)
+    argv = ["--config", "quick", f"run.output_dir={out}", "solver.epochs=1", "data.synthetic_ids=16",
+            "solver.max_steps_per_epoch=2", "eval.trials=2", "run.progress=false"]
+    run = lambda *flags: run_main("core.train", argv[:2] + list(flags) + argv[2:], cwd=ROOT,  # noqa: E731
+                                  env=env, timeout=300)
     trained = run()
     assert trained.returncode == 0, trained.stderr
     final = json.loads((out / "metrics.json").read_text())
