@@ -378,7 +378,10 @@ def check_ray_folder(spec: StudySpec, client: MlflowClient, exp_id: str, parent,
     which trial is which). Without that folder Tune would start every trial anew, finished ones included, each
     under a new trial id and so a second MLflow run: refused while any trial has started. A different
     ``--storage-path`` is not used, and said so."""
-    ray_path = Path(parent.data.tags["study.ray_path"])
+    recorded = StudyTags.from_tags(parent.data.tags).ray_path
+    if not recorded:  # a study run that stopped before it recorded its Ray folder: nothing of Tune's to lose
+        return
+    ray_path = Path(recorded)
     if not ray_path.is_dir() and children(client, exp_id, parent.info.run_id):
         raise StudyError(f"study {spec.name}: cannot resume: its Ray folder {ray_path} is gone (deleted, moved or on "
                          f"a disk not mounted); restore it there, or run the study without --resume to start it over")

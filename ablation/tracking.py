@@ -125,7 +125,8 @@ class TrialRun:
             retry(lambda: self.client.log_batch(self.run_id, tags=_run_tags(tags.attempt())))
             reason = TrialTags.key("failure_reason")
             retry(lambda: self.client.delete_tag(self.run_id, reason) if reason in existing.data.tags else None)
-            self.last_step = max((m.step for key in existing.data.metrics
+            # The last epoch logged: the iter_* metrics (eval.every_iters) are stepped by iteration, not by epoch
+            self.last_step = max((m.step for key in existing.data.metrics if not key.startswith(ITER_EVAL_PREFIX)
                                   for m in retry(lambda k=key: self.client.get_metric_history(self.run_id, k))),
                                  default=0)
         else:

@@ -13,7 +13,6 @@ import threading
 import warnings
 
 BAD_INPUT = 2  # the exit status of every CLI for input it refuses (arguments, config, study file, data)
-INTERRUPTED = 130  # the shell's status for a command stopped by Ctrl-C (128 + SIGINT)
 
 _stopped_by = {"signal": signal.SIGINT}  # the signal that stopped this process's command (SIGTERM goes Ctrl-C's way)
 

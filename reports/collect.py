@@ -49,7 +49,7 @@ class StudyInfo:
     group_keys: tuple[str, ...]
     baseline: str | None  # None when the study names no baseline row
     algorithm: str = "grid"  # "grid" or "optuna" (tag study.algorithm)
-    targets: dict | None = None  # the parsed TARGETS_TAG, None when the study declares no targets
+    targets: dict | None = None  # the parsed study.targets tag (StudyTags.targets), None when the study declares no targets
     selection: str | None = None  # how a study that selects chose its table (tag study.selection), else None
 
 

@@ -38,7 +38,7 @@ def test_resume_accepts_the_same_plan_and_refuses_renamed_rows(tmp_path):
 def _started(tmp_path, ray_path, names):
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     exp = ensure_experiment(client, "loss_comparison")
-    parent = create_parent_run(client, exp, "loss_comparison", tags={"study.ray_path": str(ray_path)},
+    parent = create_parent_run(client, exp, StudyTags(study="loss_comparison", ray_path=str(ray_path)),
                                params={"study.trials": 12})
     for name in names:
         client.create_run(exp, run_name=name, tags={"mlflow.parentRunId": parent, "kind": "trial"})
@@ -84,3 +84,25 @@ def test_a_study_whose_experiment_is_deleted_is_refused_with_the_ways_out(tmp_pa
                                          f"it .*mlflow experiments restore --experiment-id {exp}.*mlflow gc "
                                          f"--backend-store-uri {uri} --experiment-ids {exp}.*another name"):
         _open_store(load_study("loss_comparison"), uri, resume, str(tmp_path / "ray_results"))
+
+
+def test_a_reopened_trial_run_continues_after_its_last_epoch_whatever_its_iteration_metrics(tmp_path):
+    """A retried or resumed trial reopens its run and skips only the epochs it logged: the iter_* metrics of
+    eval.every_iters (stepped by iteration, 5000) do not count as epochs."""
+    from ablation.tracking import TrialRun
+    from tracking.tags import TrialTags
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = ensure_experiment(client, "iters")
+    parent = create_parent_run(client, exp, StudyTags(study="iters"), params={})
+    tags = TrialTags(parent_run_id=parent, trial_id="t0", study="iters", group="g")
+    first = TrialRun(uri, exp, "t0", tags, params={})
+    first.log_iterations(1, {5000: {"rank1": 10.0}})
+    first.log_epoch(1, {"epoch": 1, "rank1": 10.0, "lr": 0.1})
+    again = TrialRun(uri, exp, "t0", tags, params={})
+    assert again.run_id == first.run_id and again.last_step == 1
+    again.log_iterations(2, {10000: {"rank1": 20.0}})
+    again.log_epoch(2, {"epoch": 2, "rank1": 20.0, "lr": 0.1})
+    again.log_epoch(1, {"epoch": 1, "rank1": 99.0, "lr": 0.1})  # an epoch logged before the retry: not again
+    assert [(m.step, m.value) for m in client.get_metric_history(first.run_id, "rank1")] == [(1, 10.0), (2, 20.0)]
+    assert [m.step for m in client.get_metric_history(first.run_id, "iter_rank1")] == [5000, 10000]

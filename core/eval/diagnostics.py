@@ -17,7 +17,7 @@ import numpy as np
 from core.eval.rank import as_numpy
 
 #: Pairs (query x gallery) that an evaluation's diagnostics look at: beyond this, a fixed-seed sample of whole
-#: queries. Sized so the diagnostics cost stays under 5% of the evaluation (benchmarks/bench_eval.py measures it).
+#: queries. Sized so the diagnostics cost stays under 5% of the evaluation (benchmarks/bench_diagnostics.py measures it).
 EVAL_MAX_PAIRS = 100_000
 #: Images per identity and modality that an evaluation's modality gap looks at (a fixed-seed sample).
 EVAL_MAX_PER_IDENTITY = 10
