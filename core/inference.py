@@ -12,7 +12,7 @@ from core.eval import evaluate_rank, evaluate_regdb_both, evaluate_sysu, metrics
 from core.eval.diagnostics import EVAL_MAX_PAIRS, EVAL_MAX_PER_IDENTITY, angle_samples, modality_gap, norm_stats, \
     pair_angles, per_identity_sample, summarize_angles
 from core.eval.sysu import GALLERY_CAMS, SHOT_SIZE, sysu_exclusion
-from core.names import DIAG_PREFIX, EVAL_METRICS, MODALITY_NAMES, REGDB_DIRECTIONS
+from core.names import DIAG_PREFIX, EVAL_METRICS, REGDB_DIRECTIONS, diag_norm_key
 
 
 @torch.inference_mode()
@@ -74,7 +74,7 @@ def diagnostics(cfg: Config, qf, gf, q, g, norms: dict) -> tuple[dict[str, float
     mods = np.concatenate([q[2], g[2]])
     for prefix, values in norms.items():
         for m, (mean, std) in norm_stats(values, mods).items():
-            out[f"{prefix}norm_{MODALITY_NAMES[m]}_mean"], out[f"{prefix}norm_{MODALITY_NAMES[m]}_std"] = mean, std
+            out[diag_norm_key(prefix, m, "mean")], out[diag_norm_key(prefix, m, "std")] = mean, std
     if entry.cross_modal:
         pids = np.concatenate([q[0], g[0]])
         rows = per_identity_sample(pids, mods, EVAL_MAX_PER_IDENTITY)

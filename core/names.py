@@ -22,7 +22,14 @@ DIAG_ANGLE_KEYS = (*(f"{kind}_angle_{stat}" for kind in ("pos", "neg") for stat 
                    "angle_auc", "separable_fraction", "margin_mean")
 MODALITY_NAMES = ("rgb", "ir")  # modality 0 and 1 (docs/ARCHITECTURE.md); single-modality data is all "rgb"
 # L2 norms per modality of the test feature (before eval.feat_norm) and of the pre-neck pooled feature
-DIAG_NORM_KEYS = tuple(f"{feat}norm_{m}_{stat}" for feat in ("", "pooled_") for m in MODALITY_NAMES
+
+
+def diag_norm_key(feat: str, modality: int, stat: str) -> str:
+    """``[pooled_]norm_<rgb|ir>_<mean|std>``: one norm statistic of one modality; ``feat`` is "" or "pooled_"."""
+    return f"{feat}norm_{MODALITY_NAMES[modality]}_{stat}"
+
+
+DIAG_NORM_KEYS = tuple(diag_norm_key(feat, m, stat) for feat in ("", "pooled_") for m in range(len(MODALITY_NAMES))
                        for stat in ("mean", "std"))
 DIAG_GAP_KEYS = ("modality_gap", "modality_angle_shift")  # cross-modal data only
 DIAG_METRICS = tuple(DIAG_PREFIX + k for k in (*DIAG_ANGLE_KEYS, *DIAG_NORM_KEYS, *DIAG_GAP_KEYS))

@@ -121,3 +121,12 @@ def test_angle_samples_are_read_back_and_pooled_over_each_rows_finished_seeds(st
     assert sorted(pooled["loss.type=expat"]["neg"]) == [90.0] * 3 + [100.0] * 3
     assert load_run_json(info, trials["run_id"][0], "no/such.json") is None
 
+
+
+def test_the_report_names_only_diagnostics_that_evaluations_log():
+    """The table's and the curves' columns are metric names of core.names: a renamed diagnostic cannot silently
+    drop out of the report."""
+    from core.names import DIAG_METRICS
+    from reports.diagnostics import CURVE_METRICS, TABLE_METRICS
+    assert set(TABLE_METRICS) <= set(DIAG_METRICS) and set(CURVE_METRICS) <= set(DIAG_METRICS)
+    assert {"diag.norm_rgb_mean", "diag.pooled_norm_ir_std"} <= set(DIAG_METRICS)
