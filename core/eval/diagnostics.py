@@ -3,7 +3,8 @@
 The expAT argument is about angles (Euclidean triplets cannot shape the included angle; expAT constrains it, CS-BN
 steadies magnitudes across modalities), so these functions measure exactly that on the test features an evaluation
 has already computed: no extra forward pass. All are pure (tensors or arrays in, floats out) and usable from a
-notebook; ``core.inference`` calls them on every evaluation with the protocol's own pair exclusions.
+notebook; ``core.inference`` calls them on every evaluation on the pairs each protocol looks at (cross-modal on
+SYSU-MM01 and RegDB, with SYSU's camera rule; cross-camera on Market/Duke).
 
 Angles are in degrees between L2-normalised features. Large problems are sampled with a fixed seed (``max_pairs``):
 whole queries are drawn, so each drawn query keeps every one of its pairs and its margin stays exact.
