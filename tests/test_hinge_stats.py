@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from core.config import LossConfig
 from core.losses import BatchHardExpATLoss, BiDirectionalExpATLoss, TripletLoss, build_criterion
 from core.losses.hinge_stats import HingeStats, attach
 
@@ -59,7 +60,7 @@ def test_bidirectional_triplets_share_one_counter_across_directions():
 
 
 def test_criterion_accumulates_over_steps_names_each_term_and_leaves_the_loss_alone():
-    crit = build_criterion("triplet", num_classes=2, feat_dim=2, neck="no", margin=0.1)
+    crit = build_criterion(LossConfig(type="triplet", margin=0.1), num_classes=2, feat_dim=2, neck="no")
     outputs = {"global_feat": FEAT, "neck_feat": FEAT, "logits": torch.zeros(4, 2)}
     batch = {"pids": LABELS}
     before, _ = crit(outputs, batch)
