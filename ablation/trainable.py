@@ -20,13 +20,13 @@ import ray
 from ray import tune
 
 from ablation.study import StudySpec, trial_config, trial_from_config
-from ablation.tracking import TrialRun, find_child, set_tags
+from ablation.tracking import TrialRun, find_child, log_params, set_tags
 from core.config import ConfigError, to_yaml
 from core.effective import effective_params, resolve
 from core.factory import with_pretrained_sha256
 from core.data import DatasetError
 from core.engine import NonFiniteLossError, train
-from core.names import DIAG_SAMPLES_ARTIFACT, EVAL_METRICS, ITER_EVALS
+from core.names import DIAG_SAMPLES_ARTIFACT, EVAL_METRICS, ITER_EVALS, UNREAD
 from tracking.tags import TrialTags
 
 
@@ -49,7 +49,7 @@ def run_trial(config: dict[str, Any], ctx: StudyContext) -> None:
     os.environ.update(ctx.credentials)  # read by every MlflowClient of this worker
     trial = trial_from_config(spec, config)
     # The trial trains, logs and saves its effective configuration: auto and default weights resolved.
-    cfg = with_pretrained_sha256(resolve(trial_config(spec, trial.params, trial.row)))  # + the weights' hash
+    cfg = resolve(trial_config(spec, trial.params, trial.row))
     resources = spec.resources
     cfg.run.threads = max(1, int(resources.get("cpu", 1)))  # threads follow the trial's CPU share
     cfg.run.device = "cuda" if resources.get("gpu", 0) > 0 else "cpu"
@@ -66,8 +66,12 @@ def run_trial(config: dict[str, Any], ctx: StudyContext) -> None:
                      split=cfg.data.regdb_trial if spec.splits else None,
                      # search (selects on eval.split=val) or refit (the report's table, on test)
                      phase=trial.phase or None)
-    run = TrialRun(ctx.tracking_uri, ctx.experiment_id, run_name=trial.name, tags=tags, params=effective_params(cfg))
-    run.log_text(to_yaml(cfg), "config.yaml")
+    params = effective_params(cfg)
+    # The weights' hash is read on this node, as the weights are: logged once the run exists, so that a file this
+    # node cannot read fails the trial with its reason in the run, like any other error of the trial's start.
+    hashed = params.get(_SHA256) not in (None, UNREAD)
+    run = TrialRun(ctx.tracking_uri, ctx.experiment_id, run_name=trial.name, tags=tags,
+                   params={k: v for k, v in params.items() if not (hashed and k == _SHA256)})
     # The trainer's working checkpoint lives in a scratch folder removed when the trial ends: Tune keeps its own
     # copy of every reported checkpoint, and a copy in the trial folder would pile up in Ray's session folders.
     scratch = Path(tempfile.mkdtemp(prefix="expat-trial-"))
@@ -92,6 +96,10 @@ def run_trial(config: dict[str, Any], ctx: StudyContext) -> None:
         tune.report(result, checkpoint=checkpoint)
 
     try:
+        if hashed:
+            cfg = with_pretrained_sha256(cfg)
+            log_params(run.client, run.run_id, {_SHA256: cfg.model.pretrained_sha256})
+        run.log_text(to_yaml(cfg), "config.yaml")
         result = train(cfg, reporter=reporter, checkpoint_dir=str(ckpt_dir), resume=True, log=lambda s: None)
     except _DETERMINISTIC as exc:
         # Retrying cannot help (NaN loss, bad data): record the reason and end the trial without a Tune retry.
@@ -134,6 +142,7 @@ def _report_if_ended(ctx: StudyContext, trial_id: str) -> bool:
 
 
 _EVAL_KEYS = EVAL_METRICS
+_SHA256 = "model.pretrained_sha256"  # the config key of the weights file's hash
 _DETERMINISTIC = (NonFiniteLossError, DatasetError, ConfigError)
 
 

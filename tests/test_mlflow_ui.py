@@ -1,7 +1,8 @@
 """The MLflow UI of a finished tiny study as a user sees it: real `mlflow server`, real headless Chromium.
 
 `python -m ablation.ui_check` starts the server, renders the experiment page and the compare view of the study's
-child runs, checks every trial's run name and the rank1 / mAP columns on both, and saves PNG screenshots.
+child runs, checks every trial's run name on both, the rank1 / mAP columns on the experiment page and the rank1 plot
+on the compare view, and saves PNG screenshots.
 Chromium is the Debian package `chromium` (`.ci/run` installs it when absent); without it the test is skipped,
 except when EXPAT_REQUIRE_CHROMIUM is set (as `.ci/run` does), where it fails.
 """
