@@ -85,14 +85,16 @@ def describe_plan(spec: StudySpec) -> str:
 
 def check_this_machine(spec: StudySpec, args: argparse.Namespace) -> None:
     """A study on a local Ray (no ``--address``, no ``RAY_ADDRESS``) runs on this machine: what its trials ask for
-    is checked against it before any work, ``--dry-run`` included (a cluster is checked once the driver joins it)."""
+    is checked against it before any work (``--dry-run`` names what it lacks and still shows the plan; a cluster is
+    checked once the driver joins it)."""
     if args.address or os.environ.get("RAY_ADDRESS"):
         return
     gpus = 0
-    if "cuda" in spec.devices() or float(spec.resources.get("gpu", 0)) > 0:
+    wants_cuda = "cuda" in spec.devices()  # read once: each call loads the study's base config
+    if wants_cuda or float(spec.resources.get("gpu", 0)) > 0:
         import torch
         gpus = torch.cuda.device_count()
-    if "cuda" in spec.devices() and not gpus:
+    if wants_cuda and not gpus:
         raise StudyError(f"study {spec.name}: run.device=cuda but no CUDA GPU is visible on this machine; remove "
                          f"run.device (trials train where resources.gpu puts them) or run on a cluster with GPUs "
                          f"(--address)")
