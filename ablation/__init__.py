@@ -8,7 +8,7 @@ import os
 from tracking.defaults import apply_mlflow_defaults
 
 # Quiet, local-first defaults (see docs): no usage stats. Ray's token authentication is left as Ray ships it (on
-# for a new local Ray; see ablation.driver.start_ray for clusters): Ray's ports listen on every interface.
+# for a new local Ray; see ablation.ray_start for clusters): Ray's ports listen on every interface.
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
