@@ -28,17 +28,17 @@ def table_frame(trials: pd.DataFrame, agg: pd.DataFrame, comps: Mapping[str, pd.
     ``<metric>_diff/_diff_ci_low/_diff_ci_high/_test/_p/_p_holm/_seeds_for_80pct_power`` per compared metric."""
     metrics = [c[: -len("_mean")] for c in agg.columns if c.endswith("_mean")]
     done = trials[finished_mask(trials)]
-    out = pd.DataFrame({"group": agg.index, "n": agg["n"].to_numpy(), "n_failed": agg["n_failed"].to_numpy()})
+    columns = {"group": agg.index, "n": agg["n"].to_numpy(), "n_failed": agg["n_failed"].to_numpy()}
     for m in metrics:
         cis = [mean_ci(done.loc[done["group"] == g, m]) for g in agg.index]
-        out[f"{m}_mean"] = agg[f"{m}_mean"].to_numpy()
-        out[f"{m}_std"] = agg[f"{m}_std"].to_numpy()
-        out[f"{m}_ci_low"] = [lo for lo, _ in cis]
-        out[f"{m}_ci_high"] = [hi for _, hi in cis]
+        columns[f"{m}_mean"] = agg[f"{m}_mean"].to_numpy()
+        columns[f"{m}_std"] = agg[f"{m}_std"].to_numpy()
+        columns[f"{m}_ci_low"] = [lo for lo, _ in cis]
+        columns[f"{m}_ci_high"] = [hi for _, hi in cis]
     for m, comp in comps.items():
         for src, dst in COMPARISON_COLUMNS.items():
-            out[f"{m}_{dst}"] = comp[src].reindex(agg.index).to_numpy()  # the baseline row stays empty
-    return out
+            columns[f"{m}_{dst}"] = comp[src].reindex(agg.index).to_numpy()  # the baseline row stays empty
+    return pd.DataFrame(columns)  # built at once: a column added at a time fragments the frame (pandas warns)
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> Path:
