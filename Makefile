@@ -21,10 +21,10 @@ train: install
 	$(BIN)/python -m core.train --config quick
 
 test: install
-	$(BIN)/python -m pytest -q -ra --durations=15
+	$(BIN)/python -m pytest -q -ra --durations=15 -n 2
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" -n 2
 
 bench: install
 	$(BIN)/python -m benchmarks.run

@@ -24,3 +24,9 @@ def count_reads(monkeypatch):
         monkeypatch.setattr(module, "read_image", counting)
         return calls
     return install
+
+
+def pytest_collection_modifyitems(config, items):
+    """The study launches (``slow``) first, in file order: run in parallel (``-n 2``), the long tests start early
+    and the quick ones fill the gaps, instead of one long test left running alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
