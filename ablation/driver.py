@@ -32,7 +32,7 @@ from ray.tune.search import ConcurrencyLimiter
 from ablation.interrupt import QuietOnInterrupt, quiet_after_interrupt
 from ablation.progress import StudyProgress
 from ablation.study import (SEED_KEY, TRIAL_INDEX, StudyError, StudySpec, Trial, check_node_resources, refit_configs,
-                            targets_json, trial_config, trial_from_config)
+                            targets_json, trial_from_config)
 from ablation.tracking import (check_tracking_reachable, children, create_parent_run, ensure_experiment,
                                fail_unfinished_children, find_child, find_parent_run, git_commit, open_tracking_store,
                                retry, set_tags, tracking_credentials)
@@ -156,8 +156,7 @@ def prepare_data(spec: StudySpec) -> None:
     from core.factory import build_dataset, check_inputs, dataset_key
     splits: dict[tuple, object] = {}
     samplers = set()
-    configs = [trial_config(spec, t.params, t.row) for t in spec.plan] or [spec.base_config()]
-    for cfg in configs:
+    for cfg in spec.configs():
         try:
             check_inputs(cfg)
         except ConfigError as exc:
@@ -319,7 +318,7 @@ def grid_param_space(spec: StudySpec) -> dict:
     under their dotted keys, the values its row varies, so Ray's own results (``params.json``, the ResultGrid's
     dataframe) show ``loss.at_margin`` rather than an index."""
     keys = list(dict.fromkeys(k for t in spec.plan for k in t.params))
-    values = [{k: get_value(trial_config(spec, t.params, t.row), k) for k in keys} for t in spec.plan]
+    values = [{k: get_value(t.config, k) for k in keys} for t in spec.plan]
     space = {TRIAL_INDEX: tune.grid_search([t.index for t in spec.plan])}
     for key in keys:
         space[key] = tune.sample_from(lambda config, key=key: values[config[TRIAL_INDEX]][key])
