@@ -98,7 +98,7 @@ def test_grid_trials_come_back_from_tune_with_their_planned_config_and_sampled_o
 
 
 def test_the_grid_param_space_reads_the_planned_configs():
-    from ablation.driver import grid_param_space
+    from ablation.tuners import grid_param_space
     spec = load_study("margin_sweep")
     space = grid_param_space(spec)
     sample = space["loss.at_margin"].func
