@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ablation.study import StudySpec, trial_config
+from ablation.study import StudySpec
 from core.config import iteration_scheduled
 
 STEPS = 3  # timed training steps, after one warm-up step
@@ -113,8 +113,7 @@ def measure_trial(spec: StudySpec) -> dict:
     from core.effective import resolve
     from core.engine import Trainer
     from core.factory import check_inputs
-    params = spec.plan[0].params if spec.plan else {}
-    cfg = resolve(trial_config(spec, params))
+    cfg = resolve(spec.configs()[0])  # the first planned trial's config (a search study's: the base config)
     cfg.run.progress = False
     cfg.run.threads = max(1, int(spec.resources.get("cpu", 1)))  # as a trial runs it
     check_inputs(cfg)

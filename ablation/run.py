@@ -1,5 +1,8 @@
 """``python -m ablation.run --study NAME``: run a study as Ray Tune trials, each logged as an MLflow child run.
 
+A thin layer over ``ablation.api`` (the same plan, checks and locations as a study run from Python): the arguments,
+the plan as text, one-line refusals and the exit status.
+
     python -m ablation.run --study loss_comparison            # local Ray, ./mlflow.db
     python -m ablation.run --study loss_comparison --dry-run  # print the trial plan
     python -m ablation.run --study loss_comparison --resume   # continue an interrupted study
@@ -8,12 +11,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
-from pathlib import Path
 
-from ablation.study import StudyError, StudySpec, check_node_resources, load_study
+from ablation import api
+from ablation.study import StudyError, StudySpec
 from core.cli import ArgumentParser, interrupted_status, one_line, refuse, short_warnings, stop_like_ctrl_c
 from core.config import ConfigError, parse_overrides
 
@@ -84,22 +86,8 @@ def describe_plan(spec: StudySpec) -> str:
 
 
 def check_this_machine(spec: StudySpec, args: argparse.Namespace) -> None:
-    """A study on a local Ray (no ``--address``, no ``RAY_ADDRESS``) runs on this machine: what its trials ask for
-    is checked against it before any work (``--dry-run`` names what it lacks and still shows the plan; a cluster is
-    checked once the driver joins it)."""
-    if args.address or os.environ.get("RAY_ADDRESS"):
-        return
-    gpus = 0
-    wants_cuda = "cuda" in spec.devices()  # read once: each call loads the study's base config
-    if wants_cuda or float(spec.resources.get("gpu", 0)) > 0:
-        import torch
-        gpus = torch.cuda.device_count()
-    if wants_cuda and not gpus:
-        raise StudyError(f"study {spec.name}: run.device=cuda but no CUDA GPU is visible on this machine; remove "
-                         f"run.device (trials train where resources.gpu puts them) or run on a cluster with GPUs "
-                         f"(--address)")
-    check_node_resources(spec, [{"CPU": args.num_cpus or os.cpu_count() or 1, "GPU": gpus}],
-                         "the largest Ray node (this machine)", "run it on a cluster (--address)")
+    """``ablation.api.check_this_machine`` with the command's ``--address`` and ``--num-cpus``."""
+    api.check_this_machine(spec, args.address, args.num_cpus)
 
 
 def print_estimate(spec: StudySpec) -> int:
@@ -116,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     short_warnings()
     try:
-        spec = load_study(args.study, parse_overrides(args.overrides))
+        spec = api.plan_study(args.study, parse_overrides(args.overrides))
     except (StudyError, ConfigError) as exc:
         return refuse(exc, "study error")
     try:
@@ -131,17 +119,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.estimate:
         return print_estimate(spec)
-    from ablation.driver import StudyInterrupted, run_study
+    from ablation.driver import StudyInterrupted
     from ablation.tracking import TrackingError
-    from core.names import tracking_uri
     from core.data import DatasetError
     from reports.collect import ReportError
+    tracking_uri = api.locations(args.tracking_uri)[0]
     try:
         with stop_like_ctrl_c():  # SIGTERM (a scheduler's stop) takes Ctrl-C's path: Tune stops, runs are ended
-            outcome = run_study(spec, tracking_uri=tracking_uri(args.tracking_uri),
-                                storage_path=str(Path(args.storage_path).resolve()), address=args.address,
-                                resume=args.resume, num_cpus=args.num_cpus, build_report=not args.no_report,
-                                verbose=args.verbose)
+            outcome = api.run_study(spec, tracking_uri=args.tracking_uri, storage_path=args.storage_path,
+                                    address=args.address, resume=args.resume, num_cpus=args.num_cpus,
+                                    build_report=not args.no_report, verbose=args.verbose).outcome
     except StudyInterrupted as exc:
         messages = f" (Ray's messages while stopping: {exc.messages})" if exc.messages else ""
         print(f"interrupted: {one_line(exc)}; run `{resume_command(args)}` to finish the rest{messages}",
@@ -154,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         return refuse(exc)
     except ReportError as exc:  # the trials ran and are logged; only the report is missing
         print(f"error: study {spec.name} trained, but its report could not be built: {one_line(exc)}; build it "
-              f"with `python -m reports.build --study {spec.name} --tracking-uri {tracking_uri(args.tracking_uri)}`",
+              f"with `python -m reports.build --study {spec.name} --tracking-uri {tracking_uri}`",
               file=sys.stderr)
         return 1
     print(outcome.summary())

@@ -5,6 +5,12 @@ overrides), grid axes over dotted config keys, seeds, an optional search algorit
 (ASHA), resources per trial and the metric to optimise. Variants x axes x seeds is the plan, computed once here
 (:attr:`StudySpec.plan`) and used as it is by the CLI, the driver and the trials.
 
+Parse, then plan: :func:`load_study` reads the file into a frozen :class:`StudySpec`, and :func:`validate_study`
+returns a new one with every value in the schema's form and the plan, each :class:`Trial` carrying its resolved
+``Config`` (built here once per trial, by :func:`trial_config`). The validity checks, the dry run, the estimate,
+the Tune param space and the trainable all read ``trial.config``; nothing outside this module builds a trial's
+config. Trials that a search samples at run time (and the refit trials) get theirs in :func:`trial_from_config`.
+
 Every key is checked against the config schema before anything runs, so a typo fails in a second, not after an
 hour of training; values are held as the schema holds them (``model.neck: no`` is ``"no"``, never ``False``).
 Each trial's effective configuration (``core.effective``) is checked too: a key a trial sets but never reads, and
@@ -15,7 +21,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -51,17 +57,22 @@ class StudyError(ValueError):
 
 @dataclass(frozen=True)
 class Trial:
-    """One planned trial: its report row, the dotted overrides on top of base + overrides, and its run name."""
+    """One planned trial: its report row, the dotted overrides on top of base + overrides, its run name and its
+    configuration (base + overrides + params, built once when the trial is planned or sampled; read it, never
+    change it: copy it, or ``core.effective.resolve`` it, which copies)."""
     index: int
     row: str  # the report row (group label): the variant name and/or ``key=value, ...`` of the axes
     variant: Optional[str]
     params: dict  # dotted key -> value (schema form), the seed included
     name: str  # MLflow run name, e.g. ``CS-BN/seed=1`` or ``expat_center/margin=0.5/seed=1``
     phase: str = ""  # studies that select: "search" (on eval.split=val) or "refit" (the best, on test)
+    config: Optional[Config] = field(default=None, compare=False, repr=False)
 
 
-@dataclass
+@dataclass(frozen=True)
 class StudySpec:
+    """A study as its file gives it (frozen: a changed spec is a new one, ``dataclasses.replace``). The specs that
+    :func:`load_study` returns hold canonical values and their plan."""
     name: str
     base: str
     description: str = ""
@@ -85,7 +96,7 @@ class StudySpec:
     # and ~0.1 s a copy): a trial hands over at most one per this many seconds, and always its last epoch's. A
     # crashed trial so repeats at most this much training; 0 hands over every checkpoint the trainer writes.
     checkpoint_interval_s: float = 30.0
-    plan: list[Trial] = field(default_factory=list)  # grid studies: every trial, set by validate_study
+    plan: list[Trial] = field(default_factory=list)  # grid studies: every trial, planned by validate_study
     # Published numbers per report row: {source: str, rows: [{group: {key: value}, name?, rank1?, mAP?}]}.
     targets: dict[str, Any] = field(default_factory=dict)
 
@@ -124,7 +135,14 @@ class StudySpec:
                 *self.axes.get("run.device", [])}
 
     def base_config(self) -> Config:
+        """The base preset with the overrides (a new config each call): what a search study's trials start
+        from."""
         return load_config(self.base, dict(self.overrides))
+
+    def configs(self) -> list[Config]:
+        """The planned trials' configs (``trial.config``), or the base config for a study whose trials a search
+        samples: what the driver checks the data and samplers of."""
+        return [t.config for t in self.plan] or [self.base_config()]
 
     def space_keys(self) -> list[str]:
         return list(self.search.get("space", {}))
@@ -161,6 +179,8 @@ def list_studies() -> list[str]:
 
 
 def load_study(name_or_path: str, extra_overrides: dict[str, Any] | None = None) -> StudySpec:
+    """The study file (a shipped study's name or a path) with ``extra_overrides`` (``--set``) on top of its
+    overrides: checked, in canonical values, with its plan. Neither argument is changed."""
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml"):
         path = STUDY_DIR / f"{name_or_path}.yaml"
@@ -182,9 +202,8 @@ def load_study(name_or_path: str, extra_overrides: dict[str, Any] | None = None)
         raise StudyError(f"study {path.name}: 'base' (a core preset such as quick) is required")
     spec = StudySpec(**body)
     if extra_overrides:
-        spec.overrides = {**spec.overrides, **extra_overrides}
-    validate_study(spec, set_keys=list(extra_overrides or ()))
-    return spec
+        spec = replace(spec, overrides={**spec.overrides, **extra_overrides})
+    return validate_study(spec, set_keys=list(extra_overrides or ()))
 
 
 def _canonical(where: str, key: str, value: Any) -> Any:
@@ -204,45 +223,49 @@ def _canonical_mapping(where: str, what: str, mapping: Any) -> dict[str, Any]:
     return {key: _canonical(where, key, value) for key, value in mapping.items()}
 
 
-def canonicalize(spec: StudySpec) -> None:
-    """Hold every value of the spec as the schema holds it, so plans, run names, labels and params agree."""
+def canonicalize(spec: StudySpec) -> StudySpec:
+    """The spec with every value held as the schema holds it, so plans, run names, labels and params agree (a new
+    spec: ``spec`` and its mappings are left as they are)."""
     where = spec.name
-    spec.overrides = _canonical_mapping(where, "overrides", spec.overrides)
+    overrides = _canonical_mapping(where, "overrides", spec.overrides)
     if not isinstance(spec.variants, dict):
         raise StudyError(f"study {where}: 'variants' must map row names to mappings of config overrides")
-    spec.variants = {str(name): _canonical_mapping(where, f"variants.{name}", body or {})
-                     for name, body in spec.variants.items()}
+    variants = {str(name): _canonical_mapping(where, f"variants.{name}", body or {})
+                for name, body in spec.variants.items()}
     if not isinstance(spec.axes, dict):
         raise StudyError(f"study {where}: 'axes' must map config keys to lists of values")
     for key, values in spec.axes.items():
         if not isinstance(values, list) or not values:
             raise StudyError(f"study {where}: axis {key!r} has an empty or non-list grid; give a list of values")
-    spec.axes = {key: [_canonical(where, key, v) for v in values] for key, values in spec.axes.items()}
-    for key, dist in (spec.search.get("space") or {}).items():
-        if isinstance(dist, dict) and isinstance(dist.get("values"), list):
-            dist["values"] = [_canonical(where, key, v) for v in dist["values"]]
-    if isinstance(spec.baseline, dict):
-        spec.baseline = {k: _canonical(where, k, v) for k, v in spec.baseline.items()}
+    axes = {key: [_canonical(where, key, v) for v in values] for key, values in spec.axes.items()}
+    search = spec.search
+    if spec.search.get("space"):
+        space = {key: {**dist, "values": [_canonical(where, key, v) for v in dist["values"]]}
+                 if isinstance(dist, dict) and isinstance(dist.get("values"), list) else dist
+                 for key, dist in spec.search["space"].items()}
+        search = {**spec.search, "space": space}
+    baseline = spec.baseline
+    if isinstance(baseline, dict):
+        baseline = {k: _canonical(where, k, v) for k, v in baseline.items()}
+    return replace(spec, overrides=overrides, variants=variants, axes=axes, search=search, baseline=baseline)
 
 
-def validate_study(spec: StudySpec, set_keys: Sequence[str] = ()) -> None:
+def validate_study(spec: StudySpec, set_keys: Sequence[str] = ()) -> StudySpec:
     """Reject impossible specs before Ray starts: unknown keys, bad values, empty grids, unknown algorithms,
     keys a trial never reads, rows that train the same model. ``set_keys``: the overrides that came from
-    ``--set``. Fills ``spec.plan``."""
+    ``--set``. Returns the checked spec in canonical values with its plan (``spec`` itself is left as it is)."""
     where = spec.name
     _check_field_types(spec)
-    canonicalize(spec)
+    spec = canonicalize(spec)
     _check_repeats(spec, set_keys)
     if spec.algorithm in SEARCH_ALGORITHMS and spec.scheduler.get("type", "fifo") in SCHEDULERS:
-        _leak_free(spec)
+        spec = replace(spec, overrides=_leak_free(spec))
     try:
         cfg = spec.base_config()
     except ConfigError as exc:
         raise StudyError(f"study {where}: base/overrides: {exc}") from None
     for key, values in spec.axes.items():
         _check_key_values(cfg, where, key, values)
-    if not isinstance(spec.seeds, list) or not spec.seeds or not all(isinstance(s, int) for s in spec.seeds):
-        raise StudyError(f"study {where}: 'seeds' must be a non-empty list of integers, e.g. [0, 1, 2]")
     if SEED_KEY in spec.axes or any(SEED_KEY in v for v in spec.variants.values()):
         raise StudyError(f"study {where}: put seeds under 'seeds', not as an axis or a variant's {SEED_KEY}")
     _validate_splits(spec, cfg)
@@ -278,7 +301,7 @@ def validate_study(spec: StudySpec, set_keys: Sequence[str] = ()) -> None:
             get_value(cfg, key)
         except ConfigError as exc:
             raise StudyError(f"study {where}: group_by: {exc}") from None
-    _validate_baseline(spec, cfg)
+    spec = replace(spec, baseline=_validate_baseline(spec, cfg))
     if isinstance(spec.checkpoint_interval_s, bool) or not isinstance(spec.checkpoint_interval_s, (int, float)) \
             or spec.checkpoint_interval_s < 0:
         raise StudyError(f"study {where}: checkpoint_interval_s must be a number of seconds >= 0 (0 = every "
@@ -290,12 +313,13 @@ def validate_study(spec: StudySpec, set_keys: Sequence[str] = ()) -> None:
         raise StudyError(f"study {where}: run.device=cuda but resources.gpu=0 gives trials no GPU (a trial trains "
                          f"where resources.gpu puts it); set resources.gpu or remove run.device")
     targets_json(spec)  # refuses malformed targets
-    spec.plan = plan_trials(spec) if spec.algorithm == "grid" else []
+    spec = replace(spec, plan=plan_trials(spec) if spec.algorithm == "grid" else [])
     baseline = spec.baseline_label()
     if spec.plan and baseline and baseline not in {t.row for t in spec.plan}:
         raise StudyError(f"study {where}: baseline {baseline!r} matches no row of the plan; rows: "
                          f"{_rows_summary(list(dict.fromkeys(t.row for t in spec.plan)))}")
     _check_effective(spec, cfg, set_keys)
+    return spec
 
 
 def _is_number(value: Any) -> bool:
@@ -382,13 +406,14 @@ def _validate_splits(spec: StudySpec, cfg: Config) -> None:
                          f"identities")
 
 
-def _leak_free(spec: StudySpec) -> None:
-    """A study that selects evaluates its search trials on the validation split, never on test."""
+def _leak_free(spec: StudySpec) -> dict[str, Any]:
+    """A study that selects evaluates its search trials on the validation split, never on test: the overrides
+    with ``eval.split=val`` for such a study (its own for the others)."""
     if not spec.selects:
         if "refit_seeds" in spec.search:
             raise StudyError(f"study {spec.name}: search.refit_seeds is for studies that select (a search "
                              f"algorithm or an early-stopping scheduler); remove it")
-        return
+        return spec.overrides
     split = spec.overrides.get(SPLIT_KEY, "val")
     if split != "val" or any(SPLIT_KEY in p for p in [*spec.variants.values(), spec.axes]):
         raise StudyError(f"study {spec.name}: it selects hyperparameters (search.algorithm={spec.algorithm}, "
@@ -398,16 +423,17 @@ def _leak_free(spec: StudySpec) -> None:
     if not isinstance(seeds, list) or not seeds or not all(isinstance(x, int) and not isinstance(x, bool)
                                                            for x in seeds):
         raise StudyError(f"study {spec.name}: search.refit_seeds must be a non-empty list of integers, e.g. [0, 1, 2]")
-    spec.overrides = {**spec.overrides, SPLIT_KEY: "val"}
+    return {**spec.overrides, SPLIT_KEY: "val"}
 
 
-def _validate_baseline(spec: StudySpec, cfg: Config) -> None:
+def _validate_baseline(spec: StudySpec, cfg: Config) -> Any:
+    """The checked baseline (a mapping completed with the axes of one value)."""
     where = spec.name
     if isinstance(spec.baseline, str):
         if spec.baseline not in spec.variants or spec.axes:
             raise StudyError(f"study {where}: baseline {spec.baseline!r} must name one of the variants "
                              f"{list(spec.variants)} (in a study without axes)")
-        return
+        return spec.baseline
     if not isinstance(spec.baseline, dict):
         raise StudyError(f"study {where}: baseline must be a variant name or a mapping of grouping keys to values")
     if spec.baseline and spec.variants:
@@ -424,8 +450,9 @@ def _validate_baseline(spec: StudySpec, cfg: Config) -> None:
             raise StudyError(f"study {where}: baseline names {list(spec.baseline)} but not the axes {missing}, so it "
                              f"matches more than one row; give each of them a value in baseline")
         # an axis of one value leaves nothing to choose: the baseline row has that value (row labels' key order)
-        spec.baseline = {k: spec.baseline[k] if k in spec.baseline else spec.axes[k][0]
-                         for k in [*spec.axes, *spec.baseline] if k in spec.baseline or k in spec.axes}
+        return {k: spec.baseline[k] if k in spec.baseline else spec.axes[k][0]
+                for k in [*spec.axes, *spec.baseline] if k in spec.baseline or k in spec.axes}
+    return spec.baseline
 
 
 def _rows_summary(rows: list[str], shown: int = 10) -> str:
@@ -439,7 +466,7 @@ def _check_effective(spec: StudySpec, base: Config, set_keys: Sequence[str]) -> 
     """Each trial reads every key its row sets; every override is read by some trial; rows differ."""
     from core.effective import check_read, signature, unread_keys
     where = spec.name
-    configs = [(t, trial_config(spec, t.params)) for t in spec.plan] or [(None, base)]
+    configs = [(t, t.config) for t in spec.plan] or [(None, base)]
     for trial, cfg in configs:
         row_keys = [k for k in trial.params if k != SEED_KEY] if trial else spec.space_keys()
         try:
@@ -492,8 +519,8 @@ def _validate_space_entry(cfg: Config, where: str, key: str, dist: Any) -> None:
 
 
 def plan_trials(spec: StudySpec) -> list[Trial]:
-    """Variants x grid axes x seeds, in that order: one :class:`Trial` each. Every trial must form a valid
-    config (e.g. a batch size that the instances divide)."""
+    """Variants x grid axes x seeds, in that order: one :class:`Trial` each, with its config. Every trial must form
+    a valid config (e.g. a batch size that the instances divide)."""
     keys = list(spec.axes)
     variants = list(spec.variants.items()) or [(None, {})]
     splits = [{SPLIT_REPEAT_KEY: s} for s in spec.splits] or [{}]
@@ -504,15 +531,17 @@ def plan_trials(spec: StudySpec) -> list[Trial]:
             for split in splits:
                 for seed in spec.seeds:
                     params = {**overrides, **axis_values, **split, SEED_KEY: seed}
-                    trial = Trial(index=len(trials), row=row_label(variant, axis_values), variant=variant,
-                                  params=params, name=trial_name(params, variant, {**axis_values, **split}),
-                                  phase=SEARCH if spec.selects else "")
-                    trial_config(spec, trial.params, trial.row)
-                    trials.append(trial)
+                    row = row_label(variant, axis_values)
+                    trials.append(Trial(index=len(trials), row=row, variant=variant, params=params,
+                                        name=trial_name(params, variant, {**axis_values, **split}),
+                                        phase=SEARCH if spec.selects else "",
+                                        config=trial_config(spec, params, row)))
     return trials
 
 
 def trial_config(spec: StudySpec, params: dict[str, Any], row: str | None = None) -> Config:
+    """The config of a trial of ``spec`` that sets ``params``: the one place a trial's config is built (by the
+    planning above and by :func:`trial_from_config`); everyone else reads ``trial.config``."""
     try:
         return load_config(spec.base, {**spec.overrides, **params})
     except ConfigError as exc:
@@ -577,7 +606,8 @@ def targets_json(spec: StudySpec) -> str:
 
 def trial_from_config(spec: StudySpec, config: dict[str, Any]) -> Trial:
     """The trial a Tune config stands for: a trial of the plan (grid studies name its index), a refit trial, or
-    the values a search algorithm sampled; values in the schema's form, keyed by dotted config keys."""
+    the values a search algorithm sampled; values in the schema's form, keyed by dotted config keys. A trial of
+    the plan comes with the config planned for it; the others get theirs built here, once."""
     if TRIAL_INDEX in config:
         return spec.plan[config[TRIAL_INDEX]]
     reserved = (PHASE_KEY, ROW_KEY, VARIANT_KEY)
@@ -587,9 +617,11 @@ def trial_from_config(spec: StudySpec, config: dict[str, Any]) -> Trial:
     if config.get(PHASE_KEY) == REFIT:
         variant = config.get(VARIANT_KEY) or None
         return Trial(index=-1, row=config[ROW_KEY], variant=variant, params=params,
-                     name=f"{REFIT}/{trial_name(params, variant, shown)}", phase=REFIT)
-    return Trial(index=-1, row=group_label(shown), variant=None, params=params, name=trial_name(params, None, shown),
-                 phase=SEARCH if spec.selects else "")
+                     name=f"{REFIT}/{trial_name(params, variant, shown)}", phase=REFIT,
+                     config=trial_config(spec, params, config[ROW_KEY]))
+    row = group_label(shown)
+    return Trial(index=-1, row=row, variant=None, params=params, name=trial_name(params, None, shown),
+                 phase=SEARCH if spec.selects else "", config=trial_config(spec, params, row))
 
 
 def refit_configs(spec: StudySpec, best: Trial) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 import ray
 from ray import tune
 
-from ablation.study import StudySpec, trial_config, trial_from_config
+from ablation.study import StudySpec, trial_from_config
 from ablation.tracking import TrialRun, find_child, log_params, set_tags
 from core.config import ConfigError, to_yaml
 from core.effective import effective_params, resolve
@@ -33,7 +33,7 @@ from tracking.tags import TrialTags
 @dataclass(frozen=True)
 class StudyContext:
     """What every trial needs to know about its study (passed with ``tune.with_parameters``); the spec carries
-    the plan (``spec.plan``)."""
+    the plan (``spec.plan``), each trial with its config."""
     spec: StudySpec
     tracking_uri: str
     experiment_id: str
@@ -47,9 +47,10 @@ class StudyContext:
 def run_trial(config: dict[str, Any], ctx: StudyContext) -> None:
     spec = ctx.spec
     os.environ.update(ctx.credentials)  # read by every MlflowClient of this worker
-    trial = trial_from_config(spec, config)
-    # The trial trains, logs and saves its effective configuration: auto and default weights resolved.
-    cfg = resolve(trial_config(spec, trial.params, trial.row))
+    trial = trial_from_config(spec, config)  # a trial of the plan, with its config; or a sampled one, built there
+    # The trial trains, logs and saves its effective configuration: auto and default weights resolved (a copy: the
+    # plan's config stays as planned).
+    cfg = resolve(trial.config)
     resources = spec.resources
     cfg.run.threads = max(1, int(resources.get("cpu", 1)))  # threads follow the trial's CPU share
     cfg.run.device = "cuda" if resources.get("gpu", 0) > 0 else "cpu"

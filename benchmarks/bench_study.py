@@ -67,8 +67,7 @@ def make_spec(name: str, trials: int, epochs: int, steps: int, max_concurrent: i
                                 "eval.every": epochs, "eval.trials": 2, "data.synthetic_ids": 16},
                      axes={"loss.type": losses}, seeds=seeds, metric="rank1", resources={"cpu": 1},
                      max_concurrent=max_concurrent)
-    validate_study(spec)
-    return spec
+    return validate_study(spec)  # the checked spec, with its plan
 
 
 @contextlib.contextmanager
@@ -103,15 +102,15 @@ def run_loop(spec, folder: Path, indices: list[int] | None = None) -> dict:
     study's trainable. ``cpu`` is the process CPU time over the wall time (about 1.0 for one busy core)."""
     import resource
     import torch
-    from ablation.study import trial_config
+    from core.config import copy_config
     from core.engine import train
     threads = torch.get_num_threads()
-    plan = [t.params for t in spec.plan]
+    plan = [t.config for t in spec.plan]  # each trial's config, as the study's trainable gets it
     epoch_time = 0.0
     r0 = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
     for i in (range(len(plan)) if indices is None else indices):
-        cfg = trial_config(spec, plan[i])
+        cfg = copy_config(plan[i])
         cfg.run.threads = max(1, int(spec.resources.get("cpu", 1)))
         cfg.run.device = "cpu"
         cfg.run.progress = False
@@ -222,14 +221,13 @@ def time_worker_imports() -> float:
 def time_mlflow_per_trial(spec, folder: Path, n: int, epochs: int) -> float:
     """One trial's MLflow calls (worker side + the driver callback's lookup), averaged over ``n`` trials."""
     from mlflow.tracking import MlflowClient
-    from ablation.study import trial_config
     from ablation.tracking import (TrialRun, create_parent_run, ensure_experiment, find_child)
     from core.config import to_flat_dict, to_yaml
     uri = f"sqlite:///{folder / 'mlflow_probe.db'}"
     client = MlflowClient(uri)
     exp_id = ensure_experiment(client, "probe")
     parent = create_parent_run(client, exp_id, StudyTags(study="probe"), params={"study.trials": n})
-    cfg = trial_config(spec, spec.plan[0].params)
+    cfg = spec.plan[0].config
     metrics = {"loss": 1.0, "loss_id": 1.0, "loss_metric": 0.5, "lr": 1e-3, "images_per_sec": 100.0,
                "time_epoch": 1.0, "rank1": 50.0, "rank5": 60.0, "rank10": 70.0, "rank20": 80.0, "mAP": 40.0,
                "mINP": 20.0}

@@ -39,3 +39,26 @@ def test_run_study_returns_the_outcome_and_the_trials_of_its_run(tmp_path, monke
     assert result.outcome.exit_code == 0 and result.report_path == "/out/r.md"
     assert list(result.trials["group"]) == ["loss.type=expat", "loss.type=triplet"]
     assert list(result.trials["seed"]) == [0, 1] and list(result.trials["rank1"]) == [50.0, 51.0]
+
+
+def test_run_study_checks_this_machine_as_the_cli_does_before_the_driver_starts(tmp_path, monkeypatch):
+    import dataclasses
+
+    import pytest
+
+    from ablation.study import StudyError
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ablation.driver, "run_study", lambda *a, **k: pytest.fail("the driver started"))
+    spec = dataclasses.replace(plan_study("loss_comparison", {"solver.epochs": 1}), resources={"cpu": 4})
+    with pytest.raises(StudyError, match=r"resources.cpu=4 per trial but the largest Ray node \(this machine\) has "
+                                         r"2 CPUs"):
+        run_study(spec, num_cpus=2)
+
+
+def test_the_cli_and_the_api_resolve_the_store_and_the_ray_folder_alike(tmp_path, monkeypatch):
+    from ablation.api import locations
+    monkeypatch.chdir(tmp_path)
+    assert locations() == (f"sqlite:///{tmp_path / 'mlflow.db'}", str(tmp_path / "ray_results"))
+    assert locations("sqlite:///m.db", "r")[0] == f"sqlite:///{tmp_path / 'm.db'}"
+    assert locations("http://h:5000")[0] == "http://h:5000"
