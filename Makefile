@@ -21,10 +21,10 @@ train: install
 	$(BIN)/python -m core.train --config quick
 
 test: install
-	$(BIN)/python -m pytest -q -ra --durations=15 -n 2
+	$(BIN)/python -m pytest -q -ra --durations=15 -n 2 --dist worksteal
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow" -n 2
+	$(BIN)/python -m pytest -q -m "not slow" -n 2 --dist worksteal
 
 bench: install
 	$(BIN)/python -m benchmarks.run

@@ -1,4 +1,5 @@
 """Every test writes generated datasets and image caches under one temporary folder, never in ~/.cache."""
+import os
 from collections import Counter
 
 import pytest
@@ -7,6 +8,15 @@ import pytest
 @pytest.fixture(autouse=True)
 def _isolated_data_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("EXPAT_DATA_CACHE", str(tmp_path_factory.getbasetemp() / "data_cache"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread_per_worker():
+    """Under ``-n 2`` two test processes share the two cores: torch's default pool (one thread per core) in each
+    would put four busy threads on two cores, and torch's threads spin while they wait."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+        torch.set_num_threads(1)
 
 
 @pytest.fixture
