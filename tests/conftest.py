@@ -37,6 +37,9 @@ def count_reads(monkeypatch):
 
 
 def pytest_collection_modifyitems(config, items):
-    """The study launches (``slow``) first, in file order: run in parallel (``-n 2``), the long tests start early
-    and the quick ones fill the gaps, instead of one long test left running alone at the end."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """Modules with study launches (``slow`` tests) first, those with the most launches earliest: run in parallel
+    (``-n 2 --dist loadscope``, one module at a time per worker, so a module's shared study runs once), the long
+    modules start early and the quick ones fill the gaps, instead of a long one left running alone at the end."""
+    slow = Counter(item.module.__name__ for item in items if item.get_closest_marker("slow"))
+    order = {id(item): i for i, item in enumerate(items)}
+    items.sort(key=lambda item: (-slow[item.module.__name__], order[id(item)]))

@@ -55,7 +55,7 @@ def test_tiny_study_end_to_end(tmp_path):
 def test_trials_hand_tune_at_most_one_checkpoint_per_interval_and_always_their_last(tmp_path):
     """Tune copies each handed checkpoint into the storage path: with an interval longer than the trial, only the
     last epoch's checkpoint is handed over; with 0, every epoch's."""
-    epochs = 3
+    epochs = 2
     for interval in (3600, 0):
         body = {**TINY, "overrides": {**TINY["overrides"], "solver.epochs": epochs}, "axes": {"loss.type": ["expat"]},
                 "baseline": {}, "checkpoint_interval_s": interval}

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from inprocess import run_main
 from studies import ROOT, TINY as E2E_TINY
 from studies import kill_session, result_lines, run_study, runs, start_study, study_cmd, study_env
 
@@ -309,8 +310,9 @@ def test_unwritable_tracking_store_or_storage_path_is_refused_before_training(tm
     cmd = study_cmd(tmp_path, "unwritable", TINY)
     cmd[cmd.index(which) + 1] = str(bad)
     ray_tmp = tmp_path / "ray_tmp"  # where a local Ray would put its session: it must never start
-    proc = subprocess.run(cmd, cwd=tmp_path, env={**study_env(tmp_path, data_cache), "RAY_TMPDIR": str(ray_tmp)},
-                          capture_output=True, text=True, timeout=300)
+    # in this process: the refusal comes before Ray or any training
+    proc = run_main("ablation.run", cmd[3:], cwd=tmp_path,
+                    env={"EXPAT_DATA_CACHE": str(data_cache), "RAY_TMPDIR": str(ray_tmp)}, timeout=300)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-3000:]
     assert ("tracking store" if which == "--tracking-uri" else "storage path") in lines[0]

@@ -4,6 +4,8 @@ import dataclasses
 import pytest
 import ray
 
+pytestmark = pytest.mark.slow  # starts a local Ray
+
 from ablation.driver import check_resources, with_gpu_share
 from ablation.study import StudyError, load_study
 

@@ -14,10 +14,12 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -129,6 +131,14 @@ def alive_nodes(address: str, env: dict[str, str]) -> list[str]:
     return json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 and out.stdout.strip() else []
 
 
+def port_open(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
 @pytest.fixture
 def ray_cluster(tmp_path):
     """A head and a worker node on 127.0.0.1; torn down (and checked for leftovers) after the test."""
@@ -169,10 +179,10 @@ def ray_cluster(tmp_path):
         head.start()
         nodes.append(head)
         deadline = time.monotonic() + 120
-        while len(ids := alive_nodes(address, env)) < 1:
+        while not port_open(port):  # the head's GCS listens: a worker node can join (cheaper than a Ray client)
             assert head.proc.poll() is None and time.monotonic() < deadline, \
                 (tmp_path / "ray-head.log").read_text()[-3000:]
-            time.sleep(2)
+            time.sleep(0.5)
         worker.start()
         nodes.append(worker)
         while len(ids := alive_nodes(address, env)) < 2:
@@ -212,11 +222,16 @@ def test_study_on_two_node_ray_cluster_with_mlflow_server(ray_cluster, auth_serv
         driver_dir.mkdir()
         study = write_study(driver_dir / "cluster_tiny.yaml", TINY)
         # A driver without the cluster's token, or with another token, is refused in one line and runs nothing.
+        # Both drivers at once: each waits out Ray's connection attempts (~20 s).
         stranger = tmp_path / "stranger-home" / ".ray" / "auth_token"
-        for name, token_env in [("no token", {"RAY_AUTH_TOKEN_PATH": str(stranger.parent / "missing")}),
-                                ("wrong token", {"RAY_AUTH_TOKEN_PATH": str(install_token("0" * 64, stranger))})]:
-            refused = study_on_cluster(study, ray_cluster["address"], server.url, shared / "refused",
-                                       {**env, **token_env})
+        strangers = {"no token": {"RAY_AUTH_TOKEN_PATH": str(stranger.parent / "missing")},
+                     "wrong token": {"RAY_AUTH_TOKEN_PATH": str(install_token("0" * 64, stranger))}}
+        with ThreadPoolExecutor(len(strangers)) as pool:
+            refusals = {name: pool.submit(study_on_cluster, study, ray_cluster["address"], server.url,
+                                          shared / "refused", {**env, **token_env})
+                        for name, token_env in strangers.items()}
+        for name, future in refusals.items():
+            refused = future.result()
             lines = refused.stderr.strip().splitlines()
             assert refused.returncode == 2 and len(lines) == 1, (name, refused.stderr[-3000:])
             assert ray_cluster["address"] in lines[0] and "token" in lines[0], (name, lines[0])

@@ -22,6 +22,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from inprocess import run_main
 from secure_services import files_containing, request, start_auth_server, wait_until_trials_train
 from test_ablation_e2e import TINY
 
@@ -45,11 +46,13 @@ print(ray.get(touch.remote(sys.argv[2])))
 """
 
 
+CREDENTIALS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS", "MLFLOW_TRACKING_USERNAME",
+               "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """This process's environment without Ray's auth settings and MLflow credentials, plus ``extra``."""
-    drop = {"RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS", "MLFLOW_TRACKING_USERNAME",
-            "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"}
-    return {**{k: v for k, v in os.environ.items() if k not in drop}, "PYTHONPATH": str(ROOT), **extra}
+    return {**{k: v for k, v in os.environ.items() if k not in CREDENTIALS}, "PYTHONPATH": str(ROOT), **extra}
 
 
 def study_cmd(tmp_path: Path, study: Path, tracking_uri: str) -> list[str]:
@@ -66,9 +69,11 @@ def gcs_address(ray_tmp: Path) -> str | None:
     return f"{ray.util.get_node_ip_address()}:{ports[0].read_text().strip()}"
 
 
-@pytest.fixture
-def auth_server(tmp_path):
-    auth = start_auth_server(tmp_path / "mlflow-server", tmp_path / "mlflow-server.log")
+@pytest.fixture(scope="module")
+def auth_server(tmp_path_factory):
+    """One basic-auth server for the module: the refused studies never get past its login."""
+    folder = tmp_path_factory.mktemp("auth") / "mlflow-server"  # its store, artifacts, auth config and log
+    auth = start_auth_server(folder, folder / "server.log")
     try:
         yield auth
     finally:
@@ -137,7 +142,7 @@ def test_study_with_ray_token_auth_and_mlflow_basic_auth_keeps_both_secrets(tmp_
         # server's log and Ray's session logs. Only the files meant to hold them are skipped.
         secrets_ = {"MLflow password": auth_server.password, "MLflow admin password": auth_server.admin_password,
                     "Ray token": token}
-        hits = files_containing([tmp_path, ray_tmp], secrets_, skip={token_file.resolve(),
+        hits = files_containing([tmp_path, ray_tmp, auth_server.config_path.parent], secrets_, skip={token_file.resolve(),
                                                                     auth_server.config_path.resolve()})
         assert hits == [], hits
         assert (tmp_path / "outputs" / "reports" / "secure_tiny" / "report.md").exists()
@@ -156,10 +161,11 @@ def test_wrong_or_missing_mlflow_password_stops_the_study_in_one_line(tmp_path, 
     study = tmp_path / "refused.yaml"
     study.write_text(yaml.safe_dump(TINY))
     creds = {"MLFLOW_TRACKING_USERNAME": auth_server.user, "MLFLOW_TRACKING_PASSWORD": "pw-" + secrets.token_hex(8)}
-    proc = subprocess.run(study_cmd(tmp_path, study, auth_server.url), cwd=tmp_path,
-                          env=clean_env(EXPAT_DATA_CACHE=str(tmp_path / "cache"),
-                                        **(creds if password == "wrong" else {})),
-                          capture_output=True, text=True, timeout=120)
+    # in this process (the refusal comes before Ray or any training): the CLI's main with its own environment
+    env = {**dict.fromkeys(CREDENTIALS), "EXPAT_DATA_CACHE": str(tmp_path / "cache"),
+           **(creds if password == "wrong" else {})}
+    proc = run_main("ablation.run", study_cmd(tmp_path, study, auth_server.url)[3:], cwd=tmp_path, env=env,
+                    timeout=120)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-3000:]
     assert auth_server.url in lines[0] and "HTTP 401" in lines[0] and "MLFLOW_TRACKING_PASSWORD" in lines[0]
