@@ -34,7 +34,11 @@ def start_ray(address: str | None, num_cpus: int | None) -> bool:
     asks for token mode there too (``RAY_AUTH_MODE=token`` unless the user set the variable): a cluster started
     with authentication refuses a driver without the token. ``RAY_AUTH_MODE=disabled`` stays the user's choice.
     """
-    if ray.is_initialized():
+    if ray.is_initialized():  # a notebook's or a test's own Ray: the study joins it, and leaves it running
+        joined = ray.get_runtime_context().gcs_address
+        if address and address not in (joined, "auto"):
+            raise StudyError(f"this process is already connected to the Ray at {joined}, not {address}: call "
+                             f"ray.shutdown() first, or leave out the address")
         return False
     _hide_token_auth_notice()
     kwargs = dict(include_dashboard=False, logging_level="WARNING", log_to_driver=False)

@@ -13,6 +13,8 @@ from pathlib import Path
 import yaml
 from mlflow.tracking import MlflowClient
 
+from inprocess import run_main
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # generated SYSU-MM01-layout data, 16 identities, 3 steps per epoch: a trial trains in seconds on one CPU
@@ -53,6 +55,40 @@ def run_study(workdir: Path, name: str, body: dict, *extra: str, data_cache: Pat
     """The study of ``study_cmd`` run to its end; the report lands in ``workdir/outputs``."""
     return subprocess.run(study_cmd(workdir, name, body, *extra, tracking=tracking), cwd=workdir,
                           env=study_env(workdir, data_cache), capture_output=True, text=True, timeout=timeout)
+
+
+def process_ray() -> None:
+    """A local Ray for this test process (2 CPUs, token authentication as Ray ships it), started by the first
+    in-process study and joined by the next ones (``ablation.ray_start``); stopped when the process exits. Its
+    trial workers inherit this process's environment as it is now: the session's data cache (tests/conftest.py)
+    and the project on their path."""
+    import atexit
+
+    import ray
+    if ray.is_initialized():
+        return
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *([saved] if saved else [])])
+    try:
+        ray.init(address="local", num_cpus=2, object_store_memory=256 * 1024 ** 2, include_dashboard=False,
+                 logging_level="WARNING", log_to_driver=False)
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH")
+        else:
+            os.environ["PYTHONPATH"] = saved
+    atexit.register(ray.shutdown)
+
+
+def run_study_here(workdir: Path, name: str, body: dict, *extra: str, tracking: Path | None = None,
+                   timeout: int = 600) -> subprocess.CompletedProcess:
+    """``run_study`` through ``python -m ablation.run``'s ``main`` in this process, on ``process_ray``: no
+    interpreter, imports or Ray to start per study. For the tests that read what a study leaves behind; the data
+    cache is the session's (the trials' workers read the same one). Signals, process-wide hooks and a fresh
+    interpreter's own behaviour stay with ``run_study``."""
+    process_ray()
+    cmd = study_cmd(workdir, name, body, *extra, tracking=tracking)
+    return run_main("ablation.run", cmd[3:], cwd=workdir, timeout=timeout)
 
 
 def start_study(workdir: Path, name: str, body: dict, *extra: str, data_cache: Path | None = None,

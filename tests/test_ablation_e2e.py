@@ -4,13 +4,13 @@ import json
 import pytest
 
 # TINY stays importable from here: other study tests build on the end-to-end tests' tiny study
-from studies import TINY, run_study, study_runs  # noqa: F401
+from studies import TINY, run_study_here, study_runs  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
 
 def test_tiny_study_end_to_end(tmp_path):
-    proc = run_study(tmp_path, "tiny", TINY)
+    proc = run_study_here(tmp_path, "tiny", TINY)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # stderr is a pipe here: one progress line per ended trial, and no Ray status table
     progress = [line for line in proc.stderr.splitlines() if line.startswith(("finished ", "failed "))]
@@ -45,7 +45,7 @@ def test_tiny_study_end_to_end(tmp_path):
     assert all(p["solver.seed"] == 0 for p in ray_params)
     assert "report" in [a.path for a in client.list_artifacts(parent_id)]
     # Resuming a finished study re-runs nothing and duplicates no run.
-    again = run_study(tmp_path, "tiny", TINY, "--resume")
+    again = run_study_here(tmp_path, "tiny", TINY, "--resume")
     assert again.returncode == 0, again.stderr[-3000:]
     _, parents2, children2 = study_runs(tmp_path, "tiny")
     assert len(parents2) == 1 and len(children2) == 2
@@ -59,7 +59,7 @@ def test_trials_hand_tune_at_most_one_checkpoint_per_interval_and_always_their_l
     for interval in (3600, 0):
         body = {**TINY, "overrides": {**TINY["overrides"], "solver.epochs": epochs}, "axes": {"loss.type": ["expat"]},
                 "baseline": {}, "checkpoint_interval_s": interval}
-        proc = run_study(tmp_path, f"ckpt{interval}", body)
+        proc = run_study_here(tmp_path, f"ckpt{interval}", body)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         (result,) = (tmp_path / "ray_results").glob(f"ckpt{interval}-*/run_trial_*/result.json")
         handed = [json.loads(line).get("checkpoint_dir_name") is not None for line in result.read_text().splitlines()]
@@ -71,7 +71,7 @@ def test_failed_trial_is_recorded_and_the_study_goes_on(tmp_path):
     # samples, and a report that says why its Diagnostics section is empty
     body = {**TINY, "axes": {"loss.type": ["expat"], "loss.metric_weight": [1.0, 1e39]}, "baseline": {},
             "overrides": {**TINY["overrides"], "eval.diagnostics": False}}
-    proc = run_study(tmp_path, "fails", body)
+    proc = run_study_here(tmp_path, "fails", body)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "1 failed" in proc.stdout
     client, parents, children = study_runs(tmp_path, "fails")
@@ -96,7 +96,7 @@ def test_search_selects_on_validation_and_the_table_is_the_refit_on_test(tmp_pat
             "search": {"algorithm": "optuna", "num_samples": 2, "seed": 0, "refit_seeds": [0, 1],
                        "space": {"loss.at_margin": {"type": "float", "low": 0.2, "high": 1.5}}},
             "scheduler": {"type": "asha", "grace_period": 1}}
-    proc = run_study(tmp_path, "search", body)
+    proc = run_study_here(tmp_path, "search", body)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     _, parents, children = study_runs(tmp_path, "search")
     search = [r for r in children if r.data.tags.get("phase") == "search"]

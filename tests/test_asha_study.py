@@ -14,7 +14,7 @@ not be tagged ``stopped_early`` (it was, when the driver got that decision befor
 """
 import pytest
 
-from studies import TINY, history, output, ray_trials, run_study, study_runs, with_overrides
+from studies import TINY, history, output, ray_trials, run_study_here, study_runs, with_overrides
 
 pytestmark = pytest.mark.slow
 EPOCHS = 4
@@ -26,7 +26,7 @@ BODY = {**with_overrides(TINY, solver__epochs=EPOCHS, loss__type="expat"), "axes
 
 
 def test_asha_stopped_trials_are_tagged_and_trained_fewer_epochs(tmp_path):
-    proc = run_study(tmp_path, "asha", BODY)
+    proc = run_study_here(tmp_path, "asha", BODY)
     assert proc.returncode == 0, output(proc)
     client, parents, children = study_runs(tmp_path, "asha")
     search = [r for r in children if r.data.tags.get("phase") == "search"]

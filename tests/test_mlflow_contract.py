@@ -8,19 +8,18 @@ results, the table's mean and sample std from the runs' metric histories.
 import csv
 import dataclasses
 import math
-import os
 import socket
 import sqlite3
 import statistics
 import subprocess
-import sys
 import typing
 
 import pytest
 
 from core import config as config_module
+from inprocess import run_main
 from tracking.tags import KIND_STUDY, KIND_TRIAL, PARENT_ID_TAG
-from studies import ROOT, TINY, history, output, ray_trials, run_study, study_runs, with_overrides
+from studies import ROOT, TINY, history, output, ray_trials, run_study_here, study_runs, with_overrides
 
 KIND_TAG, STUDY_TAG = "kind", "study"  # the contract's keys, as docs/ARCHITECTURE.md names them
 
@@ -35,7 +34,7 @@ EVAL_KEYS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("contract")
-    proc = run_study(workdir, NAME, BODY)
+    proc = run_study_here(workdir, NAME, BODY)
     assert proc.returncode == 0, output(proc)
     client, parents, children = study_runs(workdir, NAME)
     assert len(parents) == 1 and len(children) == 4, [r.info.run_name for r in children]
@@ -143,10 +142,8 @@ def test_run_tags_name_the_trial_the_commit_the_host_and_the_parent(study):
 def test_report_table_is_the_mean_and_sample_std_of_the_final_metrics(study, tmp_path):
     workdir = study["workdir"]
     out = tmp_path / "report"
-    proc = subprocess.run([sys.executable, "-m", "reports.build", "--study", NAME, "--tracking-uri",
-                           str(workdir / "mlflow.db"), "--out", str(out), "--no-log"],
-                          cwd=workdir, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                          capture_output=True, text=True, timeout=300)
+    proc = run_main("reports.build", ["--study", NAME, "--tracking-uri", str(workdir / "mlflow.db"), "--out",
+                                      str(out), "--no-log"], cwd=workdir, timeout=300)
     assert proc.returncode == 0, output(proc)
     # final metric of a run: the value logged at its last step, from the metric history
     final: dict[str, dict[str, list[float]]] = {}

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from inprocess import run_main
+from studies import process_ray
 from test_ablation_e2e import TINY as E2E_TINY
 
 pytestmark = pytest.mark.slow
@@ -49,10 +51,10 @@ def png_size(path: Path) -> tuple[int, int]:
 def test_mlflow_ui_shows_the_study(tmp_path):
     require_chromium()
     env = {**os.environ, "EXPAT_DATA_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
-    (tmp_path / "ui_tiny.yaml").write_text(yaml.safe_dump(STUDY, sort_keys=False))
-    study = subprocess.run([sys.executable, "-m", "ablation.run", "--study", "ui_tiny.yaml", "--num-cpus", "2",
-                            "--tracking-uri", "mlflow.db", "--storage-path", "ray_results", "--no-report"],
-                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    (tmp_path / "ui_tiny.yaml").write_text(yaml.safe_dump(STUDY, sort_keys=False))  # the axes in their order
+    process_ray()  # the study runs in this process
+    study = run_main("ablation.run", ["--study", "ui_tiny.yaml", "--num-cpus", "2", "--tracking-uri", "mlflow.db",
+                                      "--storage-path", "ray_results", "--no-report"], cwd=tmp_path, timeout=600)
     assert study.returncode == 0, study.stdout[-3000:] + study.stderr[-3000:]
 
     out = tmp_path / "ui"

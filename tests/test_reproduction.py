@@ -2,9 +2,7 @@
 without its data root or weights in one line naming the key, and trains a step of its first trial on tiny data
 written in the dataset's real on-disk layout. The CLI runs in this process (tests/inprocess.py) except for the
 study that trains under Ray."""
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -80,18 +78,15 @@ def test_regdb_study_repeats_over_splits_and_reports_both_directions(tmp_path):
     (checked against the child runs' own metrics), is paired with the baseline split by split, and shows both
     directions; trials.csv keeps the per-split numbers."""
     import pandas as pd
-    import yaml
     from mlflow.tracking import MlflowClient
+
+    from studies import run_study_here
     root = generate_regdb(tmp_path / "RegDB", num_ids=12, num_test_ids=4, images_per_modality=2, num_trials=3)
     study = {"base": "quick", "overrides": {"data.dataset": "regdb", "data.root": str(root), "data.sampler": "pk",
                                            "data.batch_size": 16, "solver.epochs": 1, "solver.max_steps_per_epoch": 2},
              "axes": {"loss.type": ["triplet", "expat"]}, "splits": [1, 2, 3], "seeds": [0],
              "baseline": {"loss.type": "triplet"}, "resources": {"cpu": 1}}
-    (tmp_path / "regdb_splits.yaml").write_text(yaml.safe_dump(study))
-    proc = subprocess.run([sys.executable, "-m", "ablation.run", "--study", str(tmp_path / "regdb_splits.yaml"),
-                           "--num-cpus", "2", "--tracking-uri", str(tmp_path / "mlflow.db"),
-                           "--storage-path", str(tmp_path / "ray_results")], cwd=tmp_path,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=900)
+    proc = run_study_here(tmp_path, "regdb_splits", study, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "6/6 trials finished, 0 failed" in proc.stdout
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -146,7 +141,7 @@ def test_iteration_evaluations_weights_hash_and_the_test_selected_column_in_a_st
     import torch
 
     from core.models import ResNetBackbone
-    from studies import history, output, run_study, study_runs
+    from studies import history, output, run_study_here, study_runs
     weights = tmp_path / "resnet18.pth"
     torch.save(ResNetBackbone("resnet18").state_dict(), weights)
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()
@@ -158,7 +153,7 @@ def test_iteration_evaluations_weights_hash_and_the_test_selected_column_in_a_st
         "axes": {"loss.type": ["expat"]}, "seeds": [0], "resources": {"cpu": 1},
         "targets": {"source": "a test", "rows": [{"group": {"loss.type": "expat"}, "name": "expAT Loss",
                                                     "rank1": 38.57, "mAP": 38.61}]}}
-    proc = run_study(tmp_path, "iters", body)
+    proc = run_study_here(tmp_path, "iters", body)
     assert proc.returncode == 0, output(proc)
     warned = [line for line in proc.stderr.splitlines() if line.startswith("warning: model.pretrained")]
     assert len(warned) == 1 and digest[:8] in warned[0] and "resnet18-19c8e357.pth" in warned[0], proc.stderr

@@ -13,6 +13,8 @@ from ablation.study import StudyError, load_study
 @pytest.fixture(scope="module")
 def cluster_with_one_gpu():
     # Ray accepts a declared GPU count without a physical GPU: enough to check the placement arithmetic.
+    if ray.is_initialized():  # the test process's Ray of earlier in-process studies (tests/studies.py)
+        ray.shutdown()
     ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, logging_level="ERROR", address="local")
     yield
     ray.shutdown()
