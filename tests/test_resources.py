@@ -32,3 +32,11 @@ def test_gpu_share_and_resource_checks(cluster_with_one_gpu):
         check_resources(dataclasses.replace(spec, resources={"cpu": 3, "gpu": 0}))
     with pytest.raises(StudyError, match="resources.gpu=2"):
         check_resources(dataclasses.replace(spec, resources={"cpu": 1, "gpu": 2}))
+
+
+def test_a_process_connected_to_ray_joins_it_and_refuses_another_address(cluster_with_one_gpu):
+    from ablation.ray_start import start_ray
+    assert start_ray(None, 8) is False  # joined (the study leaves this Ray running), whatever num_cpus says
+    assert ray.is_initialized()
+    with pytest.raises(StudyError, match="already connected to the Ray at .*, not 127.0.0.1:1: call ray.shutdown"):
+        start_ray("127.0.0.1:1", None)
