@@ -90,7 +90,10 @@ def run(args) -> int:
         # Written only once the data and model are known to be usable: a refused run keeps a finished one's files.
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(to_yaml(cfg))
-        if not resumed and history_file.exists():
+        if resumed:  # the checkpoint's history is the record: a stop between a checkpoint and its history line,
+            # or after epochs that no checkpoint holds (trained again now), leaves the file one line short or long
+            history_file.write_text("".join(json.dumps(metrics) + "\n" for metrics in trainer.history))
+        elif history_file.exists():
             history_file.unlink()
         result = trainer.fit()
     except (DatasetError, ConfigError, NonFiniteLossError) as exc:
