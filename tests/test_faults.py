@@ -20,7 +20,8 @@ from mlflow.tracking import MlflowClient
 
 from inprocess import run_main
 from studies import ROOT, TINY as E2E_TINY
-from studies import kill_session, result_lines, run_study, runs, start_study, study_cmd, study_env
+from studies import (kill_session, result_lines, run_study, run_study_here, runs, start_study, study_cmd,
+                     study_env)
 
 pytestmark = pytest.mark.slow
 EPOCHS = 2
@@ -163,7 +164,7 @@ def test_killed_worker_is_retried_from_its_checkpoint_into_the_same_run(tmp_path
 def uninterrupted(tmp_path_factory, data_cache):
     """The same study, run without interruption: what a resumed study must end up equal to."""
     workdir = tmp_path_factory.mktemp("uninterrupted")
-    proc = run_study(workdir, "resumable", TINY, data_cache=data_cache)
+    proc = run_study_here(workdir, "resumable", TINY)  # in this process: the same generated data, another cache
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     client, parents, children = runs(workdir / "mlflow.db", "resumable")
     report = (workdir / "outputs" / "reports" / "resumable" / "report.md").read_text()
