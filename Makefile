@@ -21,10 +21,10 @@ train: install
 	$(BIN)/python -m core.train --config quick
 
 test: install
-	$(BIN)/python -m pytest -q -ra --durations=15 -n 2 --dist loadscope
+	$(BIN)/python -m pytest -q -ra --durations=15 -n 2 --dist loadscope --no-loadscope-reorder
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow" -n 2 --dist loadscope
+	$(BIN)/python -m pytest -q -m "not slow" -n 2 --dist loadscope --no-loadscope-reorder
 
 bench: install
 	$(BIN)/python -m benchmarks.run

@@ -26,13 +26,19 @@ _state: dict = {"path": None, "saved_fd": None}  # this driver process's study: 
 
 @contextlib.contextmanager
 def quiet_after_interrupt(path: str | Path):
-    """Within the block, a Ctrl-C sends stderr to ``path``; stderr is the terminal again when the block ends."""
+    """Within the block, a Ctrl-C sends stderr to ``path``; stderr is the terminal again when the block ends, and
+    the SIGINT handler the block found is back (in a notebook or any process that goes on after the study, Ctrl-C
+    raises KeyboardInterrupt again instead of going to the study's stopped Tune)."""
     _state["path"] = Path(path)
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if main else None
     try:
         yield
     finally:
         _state["path"] = None
         restore_stderr()
+        if main and previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 def silence_stderr() -> None:

@@ -1,5 +1,6 @@
 """A tiny study end to end on real Ray and real MLflow: runs, nesting, report, resume, failed trials."""
 import json
+import signal
 
 import pytest
 
@@ -10,8 +11,11 @@ pytestmark = pytest.mark.slow
 
 
 def test_tiny_study_end_to_end(tmp_path):
+    sigint = signal.getsignal(signal.SIGINT)
     proc = run_study_here(tmp_path, "tiny", TINY)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # the process goes on with its own Ctrl-C handler (a notebook's KeyboardInterrupt), not the study's Tune's
+    assert signal.getsignal(signal.SIGINT) is sigint
     # stderr is a pipe here: one progress line per ended trial, and no Ray status table
     progress = [line for line in proc.stderr.splitlines() if line.startswith(("finished ", "failed "))]
     assert len(progress) == 2 and "2/2 ended, 2 finished, 0 running, 0 failed | best rank1" in progress[-1], proc.stderr
