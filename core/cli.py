@@ -44,12 +44,13 @@ class ArgumentParser(argparse.ArgumentParser):
 def _on_sigterm(signum, frame) -> None:
     """SIGTERM (what SLURM, Kubernetes, systemd, ``timeout`` and ``kill`` send) runs the SIGINT handler in force at
     that moment: one stop path for both signals (Tune's graceful stop during a study's fit, KeyboardInterrupt
-    elsewhere)."""
+    elsewhere). A process whose SIGINT is ignored (started in the background by a shell script, or under
+    ``nohup``) still stops on SIGTERM."""
     _stopped_by["signal"] = signum
     handler = signal.getsignal(signal.SIGINT)
     if callable(handler):
         handler(signal.SIGINT, frame)
-    elif handler != signal.SIG_IGN:
+    else:
         raise KeyboardInterrupt
 
 

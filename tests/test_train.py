@@ -295,10 +295,14 @@ def test_sigterm_stops_the_cli_in_one_line_and_running_it_again_continues(tmp_pa
 
     monkeypatch.setattr(engine, "save_checkpoint", save_then_sigterm)
     previous = signal.signal(signal.SIGTERM, lambda *_: None)
+    # SIGINT ignored, as in a job a shell script started in the background (and in pytest-xdist's workers): SIGTERM
+    # must stop the training all the same
+    previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         code = main(argv)
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
     err = capsys.readouterr().err
     assert code == 143, err
     assert err.count("\n") == 1 and err.startswith("interrupted (SIGTERM); run the same command again"), err
