@@ -22,6 +22,15 @@ from core.cli import sigterm_as_ctrl_c
 RAY_AUTH_MODE = "RAY_AUTH_MODE"
 
 
+_INIT_KWARGS = dict(include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+
+
+def init_local(num_cpus: int | None) -> None:
+    """A new local Ray for this process (token authentication on, as Ray ships it; its notice dropped)."""
+    _hide_token_auth_notice()
+    ray.init(address="local", num_cpus=num_cpus, object_store_memory=256 * 1024 ** 2, **_INIT_KWARGS)
+
+
 def start_ray(address: str | None, num_cpus: int | None) -> bool:
     """Connect to a cluster, or start a local Ray; returns whether we started it (and so must stop it).
 
@@ -40,13 +49,12 @@ def start_ray(address: str | None, num_cpus: int | None) -> bool:
             raise StudyError(f"this process is already connected to the Ray at {joined}, not {address}: call "
                              f"ray.shutdown() first, or leave out the address")
         return False
-    _hide_token_auth_notice()
-    kwargs = dict(include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     address = address or os.environ.get("RAY_ADDRESS") or None
     if not address:
-        ray.init(address="local", num_cpus=num_cpus, object_store_memory=256 * 1024 ** 2, **kwargs)
+        init_local(num_cpus)
         sigterm_as_ctrl_c()  # ray.init's own SIGTERM handler exits at once, leaving runs RUNNING
         return True
+    _hide_token_auth_notice()
     check_reachable(address)
     os.environ.setdefault(RAY_AUTH_MODE, "token")
     # Ray's C++ client writes each refused or failed connection attempt to stderr (some 20 lines over ~20 s):
@@ -55,7 +63,7 @@ def start_ray(address: str | None, num_cpus: int | None) -> bool:
         messages = Path(log.name)
     try:
         with _fd_stderr_to(messages):
-            ray.init(address=address, **kwargs)
+            ray.init(address=address, **_INIT_KWARGS)
     except AuthenticationError:
         messages.unlink()
         raise StudyError(f"Ray cluster {address} uses token authentication and this machine has no token: put the "

@@ -65,13 +65,14 @@ def process_ray() -> None:
     import atexit
 
     import ray
+
+    from ablation.ray_start import init_local
     if ray.is_initialized():
         return
     saved = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *([saved] if saved else [])])
     try:
-        ray.init(address="local", num_cpus=2, object_store_memory=256 * 1024 ** 2, include_dashboard=False,
-                 logging_level="WARNING", log_to_driver=False)
+        init_local(num_cpus=2)  # as a study's driver starts one, without its SIGTERM handler
     finally:
         if saved is None:
             os.environ.pop("PYTHONPATH")
