@@ -29,6 +29,8 @@ EPOCHS = 2
 # Every epoch's checkpoint goes to Tune, so a killed or interrupted trial continues from the epoch it reached.
 TINY = {**E2E_TINY, "overrides": {**E2E_TINY["overrides"], "solver.epochs": EPOCHS},
         "axes": {"loss.type": ["triplet", "bnneck", "expat"]}, "checkpoint_interval_s": 0}
+# The faulty study's epochs: its healthy trial is killed after its first and must go on to the last.
+KILLED_EPOCHS = 3
 
 
 def steps(client: MlflowClient, run_id: str, key: str) -> list[int]:
@@ -92,31 +94,53 @@ sys.addaudithook(_eio)
 """
 
 
-def test_raising_and_nan_trials_fail_with_a_reason_and_the_study_goes_on(tmp_path, data_cache):
-    # Pretrained weights that pass the driver's check but cannot be read on the trial's node (an I/O error at run
-    # time) make the trainer raise: a generic error, so Tune retries it (max_failures) before giving up.
-    # loss.metric_weight=1e39 overflows the loss to inf: NonFiniteLossError, which a retry cannot fix, so the trial
-    # ends at once.
+@pytest.fixture(scope="module")
+def faulty(tmp_path_factory, data_cache):
+    """One study, four rows, three faults (one launch for what would take two):
+
+    - pretrained weights that pass the driver's check but cannot be read on the trial's node (an I/O error at run
+      time) make the trainer raise: a generic error, so Tune retries it (max_failures) before giving up;
+    - loss.metric_weight=1e39 overflows the loss to inf: NonFiniteLossError, which a retry cannot fix, so the trial
+      ends at once;
+    - the healthy row's Ray worker is SIGKILLed once it has reported its first epoch (the only trial that reports
+      one): Tune retries it from its last checkpoint.
+    """
     import torch
 
     from core.models import ResNetBackbone
+    tmp_path = tmp_path_factory.mktemp("faulty")
     weights = tmp_path / "resnet18.pth"
     torch.save(ResNetBackbone("resnet18").state_dict(), weights)
     hook = tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(_EIO_HOOK)
-    body = {**TINY, "overrides": {**TINY["overrides"], "solver.epochs": 1},
+    body = {**TINY, "overrides": {**TINY["overrides"], "solver.epochs": KILLED_EPOCHS},
             "axes": {"loss.type": ["expat"], "loss.metric_weight": [1.0, 1e39], "model.pretrained": ["", str(weights)]},
             "baseline": {}}
-    proc = subprocess.run(study_cmd(tmp_path, "faulty", body), cwd=tmp_path, capture_output=True, text=True,
-                          timeout=600, env={**study_env(tmp_path, data_cache), "EXPAT_TEST_EIO_FILE": str(weights),
-                                            "PYTHONPATH": os.pathsep.join([str(hook), str(ROOT)])})
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "1/4 trials finished, 3 failed" in proc.stdout
+    log = tmp_path / "faulty.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(study_cmd(tmp_path, "faulty", body), cwd=tmp_path, stdout=out,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                                env={**study_env(tmp_path, data_cache), "EXPAT_TEST_EIO_FILE": str(weights),
+                                     "PYTHONPATH": os.pathsep.join([str(hook), str(ROOT)])})
+    try:
+        trial_dir, first = wait_for_result(tmp_path / "ray_results", "run_trial_*", proc)
+        os.kill(first["pid"], signal.SIGKILL)  # the Ray worker running the healthy trial, mid-training
+        code = proc.wait(timeout=600)
+    finally:
+        kill_session(proc)
+    return {"workdir": tmp_path, "weights": weights, "code": code, "log": log.read_text(), "trial_dir": trial_dir,
+            "first": first}
+
+
+def test_raising_and_nan_trials_fail_with_a_reason_and_the_study_goes_on(faulty):
+    tmp_path, weights = faulty["workdir"], faulty["weights"]
+    assert faulty["code"] == 0, faulty["log"][-3000:]
+    assert "1/4 trials finished, 3 failed" in faulty["log"]
     client, parents, children = runs(tmp_path / "mlflow.db", "faulty")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED" and len(children) == 4
     by = {(r.data.params["loss.metric_weight"], r.data.params["model.pretrained"]): r for r in children}
-    assert_complete(client, by["1.0", ""], epochs=1)
+    assert_complete(client, by["1.0", ""], epochs=KILLED_EPOCHS)
     nan = by["1e+39", ""]
     assert nan.info.status == "FAILED"
     assert nan.data.tags["failure_reason"].startswith("NonFiniteLossError: loss became inf")
@@ -135,25 +159,20 @@ def test_raising_and_nan_trials_fail_with_a_reason_and_the_study_goes_on(tmp_pat
 # ------------------------------------------------------------------------------------------- worker killed
 
 
-def test_killed_worker_is_retried_from_its_checkpoint_into_the_same_run(tmp_path, data_cache):
-    epochs = 4
-    body = {**TINY, "overrides": {**TINY["overrides"], "solver.epochs": epochs}, "axes": {"loss.type": ["expat"]},
-            "baseline": {}}
-    proc = start_study(tmp_path, "killed", body, data_cache=data_cache)
-    try:
-        trial_dir, first = wait_for_result(tmp_path / "ray_results", "run_trial_*", proc)
-        os.kill(first["pid"], signal.SIGKILL)  # the Ray worker running the trial, mid-training
-        assert proc.wait(timeout=600) == 0, (tmp_path / "killed.log").read_text()[-3000:]
-    finally:
-        kill_session(proc)
+def test_killed_worker_is_retried_from_its_checkpoint_into_the_same_run(faulty):
+    assert faulty["code"] == 0, faulty["log"][-3000:]
     # Tune restarted the trial in a new worker from its last checkpoint: epochs continue, none is trained twice.
-    lines = result_lines(trial_dir)
+    lines = result_lines(faulty["trial_dir"])
+    first = faulty["first"]
     killed_at = first["epoch"]
-    assert [r["epoch"] for r in lines] == list(range(1, epochs + 1))
+    assert killed_at < KILLED_EPOCHS, "the trial ended before its worker was killed: the test tested nothing"
+    assert [r["epoch"] for r in lines] == list(range(1, KILLED_EPOCHS + 1))
     assert {r["pid"] for r in lines[killed_at:]} and first["pid"] not in {r["pid"] for r in lines[killed_at:]}
-    client, parents, children = runs(tmp_path / "mlflow.db", "killed")
-    assert len(children) == 1  # the retry continued the trial's run: no second run
-    assert_complete(client, children[0], epochs)
+    client, parents, children = runs(faulty["workdir"] / "mlflow.db", "faulty")
+    healthy = [r for r in children if (r.data.params["loss.metric_weight"], r.data.params["model.pretrained"])
+               == ("1.0", "")]
+    assert len(children) == 4 and len(healthy) == 1  # the retry continued the trial's run: no second run
+    assert_complete(client, healthy[0], KILLED_EPOCHS)
     assert parents[0].info.status == "FINISHED"
 
 
@@ -201,8 +220,12 @@ def test_interrupted_driver_resumes_only_the_unfinished_trials(tmp_path, data_ca
             for r in children if r.info.status == "FINISHED"}
         assert finished and len(finished) < len(uninterrupted["names"])
 
-        # Resumed at once: after a SIGKILL the old driver's Ray processes are still exiting; a new Ray starts anyway.
-        resumed = run_study(tmp_path, "resumable", TINY, "--resume", data_cache=data_cache)
+        if sig == signal.SIGKILL:
+            # Resumed at once by a new driver: the old driver's Ray processes are still exiting; a new Ray starts
+            # anyway.
+            resumed = run_study(tmp_path, "resumable", TINY, "--resume", data_cache=data_cache)
+        else:  # resumed in this process (on its Ray): what is read is the store and Tune's saved state
+            resumed = run_study_here(tmp_path, "resumable", TINY, "--resume")
         assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     finally:
         kill_session(proc)  # whatever the killed driver left behind

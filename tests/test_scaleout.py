@@ -222,10 +222,11 @@ def test_study_on_two_node_ray_cluster_with_mlflow_server(ray_cluster, auth_serv
         driver_dir.mkdir()
         study = write_study(driver_dir / "cluster_tiny.yaml", TINY)
         # A driver without the cluster's token, or with another token, is refused in one line and runs nothing.
-        # Both drivers at once: each waits out Ray's connection attempts (~20 s).
+        # Both drivers at once, each giving up after two of Ray's connection attempts (20 by default, 2 s apart).
         stranger = tmp_path / "stranger-home" / ".ray" / "auth_token"
-        strangers = {"no token": {"RAY_AUTH_TOKEN_PATH": str(stranger.parent / "missing")},
-                     "wrong token": {"RAY_AUTH_TOKEN_PATH": str(install_token("0" * 64, stranger))}}
+        few_tries = {"RAY_NUM_REDIS_GET_RETRIES": "2"}
+        strangers = {"no token": {"RAY_AUTH_TOKEN_PATH": str(stranger.parent / "missing"), **few_tries},
+                     "wrong token": {"RAY_AUTH_TOKEN_PATH": str(install_token("0" * 64, stranger)), **few_tries}}
         with ThreadPoolExecutor(len(strangers)) as pool:
             refusals = {name: pool.submit(study_on_cluster, study, ray_cluster["address"], server.url,
                                           shared / "refused", {**env, **token_env})

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -22,15 +23,19 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from inprocess import run_main
-from secure_services import files_containing, request, start_auth_server, wait_until_trials_train
+from secure_services import files_containing, request, start_auth_server
 from test_ablation_e2e import TINY
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 
-# Long enough (20 tiny epochs) that the clients (the refused ones take ~20 s, in parallel) are answered while the
-# study still trains, also on a loaded machine.
-STUDY = {**TINY, "overrides": {**TINY["overrides"], "solver.epochs": 20}}
+# The clients connect as soon as the study's Ray is up, and are answered within seconds (the refused ones give up
+# after REFUSED_RETRIES attempts): the trials' start and six tiny epochs keep the study running well past that, also
+# on a loaded machine.
+STUDY = {**TINY, "overrides": {**TINY["overrides"], "solver.epochs": 6}}
+# Ray's client asks the GCS up to RAY_NUM_REDIS_GET_RETRIES times (20, 2 s apart) before it gives up; a refused
+# client needs only the first answer to show the refusal.
+REFUSED_RETRIES = "2"
 
 # A client that runs one task; the marker file says whether anything ran. The task asks for no CPU: the study's
 # trials hold them all, and a task waiting for one would only run (or fail) once the study ends.
@@ -100,10 +105,12 @@ def test_study_with_ray_token_auth_and_mlflow_basic_auth_keeps_both_secrets(tmp_
         client = MlflowClient(auth_server.url)
         for key, value in auth_server.credentials().items():  # this test's own reads of the server
             monkeypatch.setenv(key, value)
-        wait_until_trials_train(client, "secure_tiny", proc, tmp_path / "driver.err")  # the study's Ray is up
-        address = gcs_address(ray_tmp)
         token_file = home / ".ray" / "auth_token"
-        assert address and token_file.exists(), "the study's Ray did not start with token authentication"
+        deadline = time.monotonic() + 300
+        while not ((address := gcs_address(ray_tmp)) and token_file.exists()):  # the study's Ray is up
+            assert proc.poll() is None, (tmp_path / "driver.err").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the study's Ray did not start with token authentication"
+            time.sleep(0.2)
         token = token_file.read_text().strip()
 
         def client_proc(name: str, **auth_env: str) -> tuple[subprocess.Popen, Path]:
@@ -119,14 +126,17 @@ def test_study_with_ray_token_auth_and_mlflow_basic_auth_keeps_both_secrets(tmp_
         # itself with "Unauthenticated ... InvalidAuthToken" (Ray's client logs it on each attempt), so their failure
         # is the token check's doing, not a cluster that is gone.
         allowed, allowed_marker = client_proc("right", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
-        refused = {"no token": client_proc("none", RAY_AUTH_MODE="disabled"),
-                   "wrong token": client_proc("wrong", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))}
+        few_tries = {"RAY_NUM_REDIS_GET_RETRIES": REFUSED_RETRIES}
+        refused = {"no token": client_proc("none", RAY_AUTH_MODE="disabled", **few_tries),
+                   "wrong token": client_proc("wrong", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32),
+                                              **few_tries)}
         output = allowed.communicate(timeout=180)[0]
         assert allowed.returncode == 0 and allowed_marker.read_text() == "ran", output[-2000:]
         for name, (p, marker) in refused.items():
             output = p.communicate(timeout=180)[0]
             assert p.returncode != 0 and not marker.exists(), f"a client with {name} ran a task:\n{output[-2000:]}"
             assert "Unauthenticated" in output and "InvalidAuthToken" in output, (name, output[-2000:])
+        assert proc.poll() is None, "the study ended before its clients were answered: lengthen STUDY"
 
         rc = proc.wait(timeout=600)
         stdout, stderr = (tmp_path / "driver.out").read_text(), (tmp_path / "driver.err").read_text()
