@@ -56,3 +56,9 @@ def test_ui_check_cli_in_a_fresh_interpreter_refuses_a_mistyped_store(tmp_path):
                          shutil.which("true") or "/bin/true", "--out", str(tmp_path / "ui"), cwd=tmp_path),
                    f"no MLflow database at {typo}")
     assert not typo.exists() and not (tmp_path / "ui").exists()
+
+
+def test_benchmark_cli_in_a_fresh_interpreter_refuses_an_unknown_benchmark(tmp_path):
+    proc = fresh("benchmarks.run", "--only", "nosuch", "--out", str(tmp_path / "RESULTS.md"), cwd=tmp_path)
+    assert proc.returncode == 1 and "unknown benchmark(s) ['nosuch']" in proc.stderr, proc.stderr[-3000:]
+    assert "study" in proc.stderr and not (tmp_path / "RESULTS.md").exists()
