@@ -49,7 +49,7 @@ def test_tiny_study_end_to_end(tmp_path):
     assert all(p["solver.seed"] == 0 for p in ray_params)
     assert "report" in [a.path for a in client.list_artifacts(parent_id)]
     # Resuming a finished study re-runs nothing and duplicates no run.
-    again = run_study_here(tmp_path, "tiny", TINY, "--resume")
+    again = run_study_here(tmp_path, "tiny", TINY, "--resume", "--no-report")
     assert again.returncode == 0, again.stderr[-3000:]
     _, parents2, children2 = study_runs(tmp_path, "tiny")
     assert len(parents2) == 1 and len(children2) == 2
@@ -63,7 +63,7 @@ def test_trials_hand_tune_at_most_one_checkpoint_per_interval_and_always_their_l
     for interval in (3600, 0):
         body = {**TINY, "overrides": {**TINY["overrides"], "solver.epochs": epochs}, "axes": {"loss.type": ["expat"]},
                 "baseline": {}, "checkpoint_interval_s": interval}
-        proc = run_study_here(tmp_path, f"ckpt{interval}", body)
+        proc = run_study_here(tmp_path, f"ckpt{interval}", body, "--no-report")
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         (result,) = (tmp_path / "ray_results").glob(f"ckpt{interval}-*/run_trial_*/result.json")
         handed = [json.loads(line).get("checkpoint_dir_name") is not None for line in result.read_text().splitlines()]

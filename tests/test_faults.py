@@ -300,7 +300,7 @@ def test_two_studies_share_one_sqlite_store(tmp_path, data_cache):
     # Two drivers, each with its own local Ray and 2 concurrent trials, create and write the same new SQLite file.
     db = tmp_path / "shared.db"
     body = {**TINY, "axes": {"loss.type": ["triplet", "expat"]}}
-    procs = {name: start_study(tmp_path, name, body, data_cache=data_cache, tracking=db)
+    procs = {name: start_study(tmp_path, name, body, "--no-report", data_cache=data_cache, tracking=db)
              for name in ("study_a", "study_b")}
     try:
         codes = {name: p.wait(timeout=600) for name, p in procs.items()}

@@ -304,7 +304,8 @@ def test_tracking_server_restart_mid_study_loses_nothing(tmp_path, auth_server):
     study = write_study(tmp_path / "restart_tiny.yaml", body)
     out, err = open(tmp_path / "driver.out", "w"), open(tmp_path / "driver.err", "w")
     proc = subprocess.Popen([sys.executable, "-m", "ablation.run", "--study", str(study), "--num-cpus", "2",
-                             "--tracking-uri", server.url, "--storage-path", str(tmp_path / "ray_results")],
+                             "--tracking-uri", server.url, "--storage-path", str(tmp_path / "ray_results"),
+                             "--no-report"],
                             cwd=tmp_path, env=env, stdout=out, stderr=err, start_new_session=True)
     try:
         client = MlflowClient(server.url)
