@@ -94,13 +94,13 @@ def run_study_here(workdir: Path, name: str, body: dict, *extra: str, tracking: 
 
 
 def start_study(workdir: Path, name: str, body: dict, *extra: str, data_cache: Path | None = None,
-                tracking: Path | None = None) -> subprocess.Popen:
+                tracking: Path | None = None, env: dict | None = None) -> subprocess.Popen:
     """``run_study`` in the background, in its own session (``kill_session`` ends what is left of it), output to
-    ``workdir/<name>.log``."""
+    ``workdir/<name>.log``; ``env`` is added to ``study_env``'s environment."""
     log = open(workdir / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
     return subprocess.Popen(study_cmd(workdir, name, body, *extra, tracking=tracking), cwd=workdir,
-                            env=study_env(workdir, data_cache), stdout=log, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+                            env={**study_env(workdir, data_cache), **(env or {})}, stdout=log,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
 def kill_session(proc: subprocess.Popen) -> None:

@@ -117,20 +117,16 @@ def faulty(tmp_path_factory, data_cache):
     body = {**TINY, "overrides": {**TINY["overrides"], "solver.epochs": KILLED_EPOCHS},
             "axes": {"loss.type": ["expat"], "loss.metric_weight": [1.0, 1e39], "model.pretrained": ["", str(weights)]},
             "baseline": {}}
-    log = tmp_path / "faulty.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(study_cmd(tmp_path, "faulty", body), cwd=tmp_path, stdout=out,
-                                stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                                env={**study_env(tmp_path, data_cache), "EXPAT_TEST_EIO_FILE": str(weights),
-                                     "PYTHONPATH": os.pathsep.join([str(hook), str(ROOT)])})
+    proc = start_study(tmp_path, "faulty", body, data_cache=data_cache,
+                       env={"EXPAT_TEST_EIO_FILE": str(weights), "PYTHONPATH": os.pathsep.join([str(hook), str(ROOT)])})
     try:
         trial_dir, first = wait_for_result(tmp_path / "ray_results", "run_trial_*", proc)
         os.kill(first["pid"], signal.SIGKILL)  # the Ray worker running the healthy trial, mid-training
         code = proc.wait(timeout=600)
     finally:
         kill_session(proc)
-    return {"workdir": tmp_path, "weights": weights, "code": code, "log": log.read_text(), "trial_dir": trial_dir,
-            "first": first}
+    return {"workdir": tmp_path, "weights": weights, "code": code, "log": (tmp_path / "faulty.log").read_text(),
+            "trial_dir": trial_dir, "first": first}
 
 
 def test_raising_and_nan_trials_fail_with_a_reason_and_the_study_goes_on(faulty):

@@ -226,7 +226,7 @@ def study_on_cluster(study: Path, address: str, tracking_uri: str, storage: Path
 
 def test_study_on_two_node_ray_cluster_with_mlflow_server(ray_cluster, auth_server, tmp_path):
     shared, env = ray_cluster["shared"], {**ray_cluster["env"], **auth_server.credentials()}
-    server, server_dir = auth_server.server, auth_server.config_path.parent
+    server = auth_server.server
     try:
         driver_dir = tmp_path / "driver"
         driver_dir.mkdir()
@@ -265,7 +265,7 @@ def test_study_on_two_node_ray_cluster_with_mlflow_server(ray_cluster, auth_serv
             for key in HISTORY_KEYS:
                 assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2], key
         # Artifacts went through the server into its artifact folder (trial configs and the study report).
-        stored = {p.name for p in (server_dir / "artifacts" / parents[0].info.experiment_id).rglob("*")
+        stored = {p.name for p in (server.artifacts_dir / parents[0].info.experiment_id).rglob("*")
                   if p.is_file()}
         assert "config.yaml" in stored and "report.md" in stored
 
