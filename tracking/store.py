@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import sqlite3
 import sys
 import time
 import urllib.error
@@ -27,7 +29,7 @@ from typing import Callable, TypeVar
 
 from mlflow.tracking import MlflowClient
 
-from core.files import probe_write
+from core.files import cache_base, probe_write
 from core.locks import exclusive_lock
 
 T = TypeVar("T")
@@ -42,6 +44,8 @@ def open_tracking_store(uri: str) -> MlflowClient:
     """First use of the store (a fresh SQLite store builds its schema here); any backend error is a TrackingError."""
     try:
         with _first_use_lock(uri):
+            if uri.startswith("sqlite:///"):
+                seed_new_sqlite_store(Path(uri[len("sqlite:///"):]))
             client = MlflowClient(uri)
             retry(lambda: client.search_experiments(max_results=1), attempts=3)
     except Exception as exc:  # noqa: BLE001 - any backend error means the store is unusable
@@ -61,6 +65,45 @@ def _first_use_lock(uri: str):
         return
     with exclusive_lock(Path(uri[len("sqlite:///"):]).parent):
         yield
+
+
+def seed_new_sqlite_store(db: Path) -> None:
+    """A new SQLite store (no file at ``db`` yet) starts as a copy of an empty store that this MLflow version built.
+
+    MLflow builds a new store's schema by running every one of its migrations: about 2 s of CPU, paid by every new
+    store and, at a study's start, taken from Ray's own start-up on a small machine. Copying a store MLflow built
+    once (kept under the cache folder, one file per MLflow version) takes milliseconds. The copy holds the schema and
+    its version only: MLflow adds its Default experiment (this store's artifact root, this time) when it first opens
+    the store, as for a store it built. Anything in the way (no writable cache folder) leaves the building to MLflow.
+    """
+    if db.exists():
+        return
+    import mlflow
+    template = cache_base() / "mlflow_schema" / f"empty-mlflow-{mlflow.__version__}.db"
+    partial = db.with_name(f".{db.name}.{os.getpid()}.seed")
+    try:
+        if not template.is_file():
+            _build_empty_store(template)
+        shutil.copyfile(template, partial)
+        os.replace(partial, db)  # a reader never sees half a file
+    except Exception:  # noqa: BLE001 - the copy is only a shortcut: MLflow builds the store itself instead
+        partial.unlink(missing_ok=True)
+
+
+def _build_empty_store(template: Path) -> None:
+    """MLflow builds a store at a scratch path (its migrations, its Default experiment); the experiment is removed
+    and the file moved into place whole, so that concurrent builders never leave half a template."""
+    template.parent.mkdir(parents=True, exist_ok=True)
+    scratch = template.with_name(f".{template.name}.{os.getpid()}.building")
+    scratch.unlink(missing_ok=True)
+    try:
+        MlflowClient(f"sqlite:///{scratch}").search_experiments(max_results=1)  # the schema, the Default experiment
+        with contextlib.closing(sqlite3.connect(scratch)) as db:
+            with db:
+                db.execute("DELETE FROM experiments")
+        os.replace(scratch, template)
+    finally:
+        scratch.unlink(missing_ok=True)
 
 
 def open_existing_store(uri: str) -> MlflowClient:

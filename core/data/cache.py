@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 import PIL
 
+from core.files import cache_base
 from core.locks import exclusive_lock
 
 from .images import read_image, validate_splits
@@ -42,13 +43,6 @@ from .records import DatasetError, DatasetSplits
 CACHE_MODES = ("disk", "memory", "none")
 CACHE_FORMAT = 2  # bump when the stored pixels change meaning (resize method, layout); 2: PIL bilinear resize
 _BUILD_CHUNK = 256  # images decoded per parallel batch while building
-
-
-def cache_base(cache_dir: str | os.PathLike | None = None) -> Path:
-    """The machine-wide cache folder (generated datasets, image caches): ``cache_dir``, else
-    ``$EXPAT_DATA_CACHE``, else ``~/.cache/expat_ablate``; outside the repository and shared by all trials."""
-    base = cache_dir or os.environ.get("EXPAT_DATA_CACHE") or Path.home() / ".cache" / "expat_ablate"
-    return Path(base).expanduser().resolve()
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
