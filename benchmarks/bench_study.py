@@ -32,6 +32,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -170,6 +171,43 @@ def timed_driver_steps():
         ray.shutdown = shutdown
 
 
+class MachineCpu:
+    """Busy CPU seconds of the whole machine (all processes: the driver, Ray's own, the trial workers), sampled from
+    ``/proc/stat`` every 50 ms while the block runs; ``busy_between(a, b)`` reads them for a wall-clock span."""
+
+    def __init__(self):
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    @staticmethod
+    def _busy() -> float:
+        with open("/proc/stat") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:]]
+        return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.time(), self._busy()))
+            self._stop.wait(0.05)
+
+    def __enter__(self):
+        if Path("/proc/stat").exists():
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def busy_between(self, start: float, end: float) -> float:
+        if not self.samples:
+            return float("nan")
+        at = lambda t: min(self.samples, key=lambda s: abs(s[0] - t))[1]  # noqa: E731
+        return at(end) - at(start)
+
+
 def run_study_timed(spec, folder: Path, num_cpus: int = 2) -> dict:
     """``run_study`` on a fresh local Ray and a scratch MLflow store: wall time, and from the trials' MLflow runs
     the time inside the trial functions, the start-up before the first trial and the tear-down after the last."""
@@ -177,7 +215,7 @@ def run_study_timed(spec, folder: Path, num_cpus: int = 2) -> dict:
     from ablation.driver import run_study
     folder.mkdir(parents=True, exist_ok=True)
     uri = f"sqlite:///{folder / 'mlflow.db'}"
-    with timed_driver_steps() as (steps, marks):
+    with timed_driver_steps() as (steps, marks), MachineCpu() as cpu:
         t_start = time.time()
         start = time.perf_counter()
         outcome = run_study(spec, tracking_uri=uri, storage_path=str(folder / "ray_results"), num_cpus=num_cpus,
@@ -193,6 +231,8 @@ def run_study_timed(spec, folder: Path, num_cpus: int = 2) -> dict:
     in_trial = sum(b - a for a, b in spans)
     epoch_time = sum(m.value for r in runs for m in client.get_metric_history(r.info.run_id, "time_epoch"))
     startup = spans[0][0] - t_start if spans else float("nan")
+    # The machine's busy CPU over the start-up: near cores x start-up, the start-up waits on CPU, not on sleeps
+    startup_cpu = cpu.busy_between(t_start, spans[0][0]) if spans else float("nan")
     teardown = t_end - spans[-1][1] if spans else float("nan")
     # From the Tuner's creation (fit starts right after) to the first trial's MLflow run: Tune's set-up, the trial
     # actor's process start and its imports (torch, torchvision, the trainable), the trial's config.
@@ -202,7 +242,7 @@ def run_study_timed(spec, folder: Path, num_cpus: int = 2) -> dict:
                  for result in Path(outcome.ray_path).glob("*/result.json")
                  for line in result.read_text().splitlines() if line.strip())
     return {"handed_checkpoints": handed, "wall": wall, "in_trial": in_trial, "epoch_time": epoch_time, "trials": len(runs),
-            "startup_s": startup, "teardown_s": teardown, "driver_steps": dict(steps),
+            "startup_s": startup, "startup_cpu_s": startup_cpu, "teardown_s": teardown, "driver_steps": dict(steps),
             "fit_to_first_trial_s": fit_to_first,
             "between_trials_s": wall - in_trial - startup - teardown if spec.max_concurrent == 1 else float("nan")}
 
@@ -279,7 +319,8 @@ def run(quick: bool) -> list[Figure]:
     known = ("start_ray", "ray.shutdown", "_open_store", "prepare_data", "git_commit")
     other_driver = sum(v for k, v in steps.items() if k not in known)
     breakdown = {
-        "study_startup_s": study["startup_s"], "study_between_trials_s": study["between_trials_s"],
+        "study_startup_s": study["startup_s"], "study_startup_machine_cpu_s": study["startup_cpu_s"],
+        "study_between_trials_s": study["between_trials_s"],
         "study_teardown_s": study["teardown_s"], "study_inside_trials_s": study["in_trial"],
         "inside_trials_minus_loop_s": in_trial_extra, "fit_to_first_trial_s": study["fit_to_first_trial_s"],
         "fixed_overhead_s": fixed, "per_trial_overhead_s": per_trial_part, "break_even_trial_s": break_even,
@@ -311,7 +352,9 @@ def run(quick: bool) -> list[Figure]:
                extra={"overhead": overhead, "overhead_per_trial_s": per_trial, **breakdown}),
         Figure("study start-up before the first trial", study["startup_s"], "s", "loop time per trial",
                loop["wall"] / n, "informational",
-               notes="paid once per study: ray.init, tracking store, dataset check, Tune set-up, worker imports"),
+               notes=f"paid once per study: ray.init, tracking store, dataset check, Tune set-up, worker imports; "
+                     f"the machine's busy CPU over it {study['startup_cpu_s']:.1f} s on {os.cpu_count()} cores "
+                     f"({study['startup_cpu_s'] / study['startup_s']:.2f} cores busy on average)"),
         Figure("MLflow work per trial", mlflow_s, "s", "loop time per trial", loop["wall"] / n, "informational",
                notes="child run + ~100 params + config.yaml + one log_batch per epoch + close + driver lookup, "
                      "on SQLite (measured on its own)"),
