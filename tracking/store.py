@@ -27,6 +27,7 @@ import urllib.request
 from pathlib import Path
 from typing import Callable, TypeVar
 
+import mlflow
 from mlflow.tracking import MlflowClient
 
 from core.files import cache_base, probe_write
@@ -41,11 +42,13 @@ class TrackingError(RuntimeError):
 
 
 def open_tracking_store(uri: str) -> MlflowClient:
-    """First use of the store (a fresh SQLite store builds its schema here); any backend error is a TrackingError."""
+    """First use of the store (a new SQLite store is made here, see `seed_new_sqlite_store`); any backend error is
+    a TrackingError."""
     try:
-        with _first_use_lock(uri):
-            if uri.startswith("sqlite:///"):
-                seed_new_sqlite_store(Path(uri[len("sqlite:///"):]))
+        db = _sqlite_path(uri)
+        with _first_use_lock(db):
+            if db is not None:
+                seed_new_sqlite_store(db)
             client = MlflowClient(uri)
             retry(lambda: client.search_experiments(max_results=1), attempts=3)
     except Exception as exc:  # noqa: BLE001 - any backend error means the store is unusable
@@ -54,17 +57,22 @@ def open_tracking_store(uri: str) -> MlflowClient:
 
 
 @contextlib.contextmanager
-def _first_use_lock(uri: str):
+def _first_use_lock(db: Path | None):
     """Serialise the first use of a SQLite store across processes (a lock on its folder).
 
     Two drivers opening the same new SQLite file would both run MLflow's schema migrations and collide on alembic's
     temporary tables; with the lock the second finds the schema built. Servers do their own migrations.
     """
-    if not uri.startswith("sqlite:///"):
+    if db is None:
         yield
         return
-    with exclusive_lock(Path(uri[len("sqlite:///"):]).parent):
+    with exclusive_lock(db.parent):
         yield
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` store; ``None`` for a tracking server."""
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
 
 
 def seed_new_sqlite_store(db: Path) -> None:
@@ -78,7 +86,6 @@ def seed_new_sqlite_store(db: Path) -> None:
     """
     if db.exists():
         return
-    import mlflow
     template = cache_base() / "mlflow_schema" / f"empty-mlflow-{mlflow.__version__}.db"
     partial = db.with_name(f".{db.name}.{os.getpid()}.seed")
     try:
@@ -121,8 +128,8 @@ def check_tracking_reachable(uri: str, existing: bool = False) -> None:
     minutes before it gives up, so an unwritable path would otherwise hang the start of a study. With ``existing``
     the SQLite file must be there already: MLflow would create an empty store at a mistyped path.
     """
-    if uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite:///"):])
+    db = _sqlite_path(uri)
+    if db is not None:
         if existing and not db.is_file():
             raise TrackingError(f"tracking store {uri}: no MLflow database at {db}; check the path (nothing was "
                                 f"created there)")
