@@ -7,6 +7,7 @@ import ablation.driver
 from ablation.api import plan_study, run_study
 from ablation.study import load_study
 from tracking.tags import StudyTags, TrialTags
+from stores import new_store_uri
 
 
 def test_plan_study_is_the_plan_of_the_study_file():
@@ -17,7 +18,7 @@ def test_plan_study_is_the_plan_of_the_study_file():
 
 def test_run_study_returns_the_outcome_and_the_trials_of_its_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = new_store_uri(tmp_path / 'mlflow.db')
     client = MlflowClient(uri)
     exp = client.create_experiment("loss_comparison")
     parent = client.create_run(exp, run_name="loss_comparison", tags=StudyTags(

@@ -19,6 +19,7 @@ import pytest
 
 from inprocess import run_main
 from test_bad_input import assert_refused  # exit status 2, one stderr line naming the needles
+from stores import new_store_uri
 
 CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
 TOOLS = ("reports.build", "ablation.ui_check")
@@ -116,11 +117,10 @@ def test_server_denying_the_account(tmp_path, fake_server):
 
 @pytest.fixture(scope="module")
 def study_store(tmp_path_factory) -> Path:
-    """A valid SQLite store (made once: MLflow's schema set-up takes seconds) holding one finished trial of the
-    study ``some_study``."""
+    """A valid SQLite store (made once) holding one finished trial of the study ``some_study``."""
     from mlflow import MlflowClient
     store = tmp_path_factory.mktemp("study_store") / "mlflow.db"
-    client = MlflowClient(f"sqlite:///{store}")
+    client = MlflowClient(new_store_uri(store))
     exp = client.create_experiment("some_study")
     parent = client.create_run(exp, run_name="some_study", tags={"kind": "study", "study": "some_study",
                                                                    "study.group_keys": "loss.type"})

@@ -7,6 +7,7 @@ from mlflow.tracking import MlflowClient
 from core.names import EVAL_METRICS, metric_mode, tracking_uri
 from tracking.runs import child_runs
 from tracking.tags import PARENT_ID_TAG
+from stores import new_store_uri
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,7 +27,7 @@ def test_metric_direction():
 
 
 def test_child_runs_follow_every_page(tmp_path):
-    client = MlflowClient(f"sqlite:///{tmp_path / 'm.db'}")
+    client = MlflowClient(new_store_uri(tmp_path / 'm.db'))
     exp = client.create_experiment("paging")
     parent = client.create_run(exp).info.run_id
     made = {client.create_run(exp, tags={PARENT_ID_TAG: parent}).info.run_id for _ in range(5)}

@@ -17,6 +17,7 @@ from reports.build import build_report, main  # noqa: E402
 from tracking.tags import StudyTags  # noqa: E402
 from reports.collect import collect_trials  # noqa: E402
 from reports.effects import main_effects, varied_keys  # noqa: E402
+from stores import new_store_uri  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*noload.*")
 T0 = 1_800_000_000_000
@@ -56,7 +57,7 @@ KEYS = ["model.neck", "model.modality_specific_bn"]
 @pytest.fixture(scope="module")
 def uri(tmp_path_factory):
     root = tmp_path_factory.mktemp("analysis")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = new_store_uri(root / 'mlflow.db')
     client = MlflowClient(uri)
     log_study(client, "grid2", GRID, KEYS)
     # rank1 follows the margin (and a little the lr); the reduction does nothing
@@ -125,7 +126,7 @@ def test_targets_section(uri, tmp_path):
 
 
 def test_reproduction_report_shows_the_test_selected_checkpoint_apart(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = new_store_uri(tmp_path / 'mlflow.db')
     client = MlflowClient(uri)
     targets = {"source": "expAT README, SYSU-MM01",
                "rows": {"loss.type=expat": {"rank1": 62.0, "mAP": 59.0, "name": "expAT Loss"}}}

@@ -16,6 +16,7 @@ from core.names import DIAG_SAMPLES_ARTIFACT  # noqa: E402
 from reports.build import build_report  # noqa: E402
 from reports.collect import collect_trials, load_run_json  # noqa: E402
 from reports.diagnostics import OFF_NOTE, correlations, pooled_samples  # noqa: E402
+from stores import new_store_uri  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*noload.*")
 T0 = 1_800_000_000_000
@@ -57,7 +58,7 @@ def _study(client, root, name, with_diagnostics):
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("diag_store")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = new_store_uri(root / 'mlflow.db')
     client = MlflowClient(tracking_uri=uri)
     _study(client, root, "with_diag", True)
     _study(client, root, "no_diag", False)

@@ -25,6 +25,7 @@ from reports.build import build_report  # noqa: E402
 from reports.collect import ReportError, collect_trials, find_study, finished_mask, load_history  # noqa: E402
 from reports.plots import curve_stats  # noqa: E402
 from reports.tables import aggregate, failed_trials, render_markdown, results_table, table_metrics  # noqa: E402
+from stores import new_store_uri  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*noload.*")  # SQLAlchemy 2.1 via MLflow, harmless
 
@@ -77,7 +78,7 @@ def _log_trial(client, exp_id, parent_id, n, group, seed, status, steps):
 def store(tmp_path_factory):
     """The SQLite store, built once: 2 parent runs, both FINISHED."""
     root = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = new_store_uri(root / 'mlflow.db')
     assert uri.startswith("sqlite:////")
     client = MlflowClient(tracking_uri=uri)
     exp_id = client.create_experiment(STUDY, artifact_location=(root / "artifacts").as_uri())
@@ -368,7 +369,7 @@ def test_table_csv_and_tex_carry_the_cis_the_paired_difference_and_the_best_mean
 def test_cli_on_a_study_with_no_finished_trial_writes_the_report_and_exits_1(tmp_path, capsys):
     """The report shows why (each trial's failure); the exit status and one stderr line say nothing finished."""
     from reports.build import main
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = new_store_uri(tmp_path / 'mlflow.db')
     client = MlflowClient(tracking_uri=uri)
     exp_id = client.create_experiment("allfail", artifact_location=(tmp_path / "artifacts").as_uri())
     parent = client.create_run(exp_id, run_name="allfail", tags={

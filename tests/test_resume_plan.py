@@ -6,10 +6,11 @@ from ablation.driver import check_ray_folder, check_same_plan
 from ablation.study import StudyError, load_study
 from ablation.tracking import create_parent_run, ensure_experiment, find_parent_run
 from tracking.tags import StudyTags
+from stores import new_store_uri
 
 
 def _store(tmp_path, study, trials, names):
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient(new_store_uri(tmp_path / 'mlflow.db'))
     exp = ensure_experiment(client, study)
     parent = create_parent_run(client, exp, StudyTags(study=study), params={"study.trials": trials})
     for name in names:
@@ -36,7 +37,7 @@ def test_resume_accepts_the_same_plan_and_refuses_renamed_rows(tmp_path):
 
 
 def _started(tmp_path, ray_path, names):
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient(new_store_uri(tmp_path / 'mlflow.db'))
     exp = ensure_experiment(client, "loss_comparison")
     parent = create_parent_run(client, exp, StudyTags(study="loss_comparison", ray_path=str(ray_path)),
                                params={"study.trials": 12})
@@ -91,7 +92,7 @@ def test_a_reopened_trial_run_continues_after_its_last_epoch_whatever_its_iterat
     eval.every_iters (stepped by iteration, 5000) do not count as epochs."""
     from ablation.tracking import TrialRun
     from tracking.tags import TrialTags
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = new_store_uri(tmp_path / 'mlflow.db')
     client = MlflowClient(uri)
     exp = ensure_experiment(client, "iters")
     parent = create_parent_run(client, exp, StudyTags(study="iters"), params={})

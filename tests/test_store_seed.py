@@ -64,9 +64,8 @@ def test_a_seeded_store_is_the_store_mlflow_builds(tmp_path, monkeypatch):
     assert client.get_run(run.info.run_id).data.metrics == {"rank1": 12.5}
 
 
-def test_an_existing_store_is_opened_as_it_is(tmp_path, monkeypatch):
-    monkeypatch.setenv("EXPAT_DATA_CACHE", str(tmp_path / "cache"))
-    uri, _ = new_store(tmp_path / "store")
+def test_an_existing_store_is_opened_as_it_is(tmp_path):
+    uri, _ = new_store(tmp_path / "store")  # seeded from this worker's template (tests/conftest.py's cache folder)
     client = open_tracking_store(uri)
     exp = client.create_experiment("kept")
     again = open_tracking_store(uri)
