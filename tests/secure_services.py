@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ablation.mlflow_server import MlflowServer
+from stores import new_store_uri  # the server starts on a seeded store: no migrations at its start
 
 RAY = str(Path(sys.executable).with_name("ray"))
 
@@ -74,7 +75,7 @@ def start_auth_server(folder: Path, log_path: Path) -> AuthServer:
     folder.mkdir(parents=True, exist_ok=True)
     admin_password = secrets.token_urlsafe(24)
     config = write_auth_config(folder, admin_password)
-    server = MlflowServer(f"sqlite:///{folder / 'mlflow.db'}", folder / "artifacts", log_path=log_path,
+    server = MlflowServer(new_store_uri(folder / "mlflow.db"), folder / "artifacts", log_path=log_path,
                           app_name="basic-auth", env={"MLFLOW_AUTH_CONFIG_PATH": str(config)})
     server.start()
     auth = AuthServer(server, admin_password, config, password=secrets.token_urlsafe(24))
