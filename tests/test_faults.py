@@ -239,9 +239,17 @@ def test_interrupted_driver_resumes_only_the_unfinished_trials(tmp_path, data_ca
     # had ended before Tune saved that is started again and reports its final metrics once more, with no epoch.)
     trial_dirs = list((tmp_path / "ray_results").glob("resumable-*/run_trial_*"))
     assert len(trial_dirs) == len(uninterrupted["names"])
+    started_anew = 0
     for trial_dir in trial_dirs:
-        epochs = [r["epoch"] for r in result_lines(trial_dir) if "epoch" in r]
+        lines = result_lines(trial_dir)
+        epochs = [r["epoch"] for r in lines if "epoch" in r]
+        if sig == signal.SIGKILL and lines and all(r.get("already_ended") == 1 for r in lines):
+            # Restored from a saved state older than the trial's first result, Tune starts its result.json anew: it
+            # holds the final report alone, no epoch (not trained again; its MLflow run was checked unchanged above)
+            started_anew += 1
+            continue
         assert epochs == list(range(1, EPOCHS + 1)), (trial_dir.name, epochs)
+    assert started_anew <= len(finished)
     # Training is deterministic given (seed, epoch) and resumes exactly from checkpoints: same numbers, same report.
     assert [model_metrics(r) for r in children] == uninterrupted["metrics"]
     report = (tmp_path / "outputs" / "reports" / "resumable" / "report.md").read_text()
