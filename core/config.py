@@ -148,6 +148,10 @@ class RunConfig:
     # TF32 matmuls and cuDNN convolutions on Ampere+ GPUs (faster, ~10 mantissa bits); the paper presets set false:
     # the authors' GPUs computed in FP32 (docs/REPRODUCTION.md §11)
     tf32: bool = True
+    # Deterministic GPU kernels (torch.use_deterministic_algorithms, cuDNN's deterministic algorithms): two runs of
+    # one seed, or a run and its resumed copy, give the same numbers on a GPU too, a few percent slower. Off, as in
+    # the authors' code: then GPU runs of one seed differ from the first epoch (README "Reproducible GPU runs").
+    deterministic: bool = False
 
 
 @dataclass

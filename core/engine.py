@@ -6,6 +6,7 @@ callable (the ablation layer adapts it to ``ray.tune.report`` and MLflow; the CL
 from __future__ import annotations
 
 import math
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -51,6 +52,15 @@ def set_tf32(allow: bool) -> None:
     cuDNN allows it by default, so FP32 must be asked for)."""
     torch.backends.cuda.matmul.allow_tf32 = allow
     torch.backends.cudnn.allow_tf32 = allow
+
+
+def set_deterministic(on: bool) -> None:
+    """``run.deterministic``: deterministic kernels only (process-wide torch flags). cuBLAS needs a fixed workspace
+    for it, which it reads when the process first uses it: set here, before the trainer touches the GPU."""
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(on)
+    torch.backends.cudnn.deterministic = on
 
 
 def resolve_device(name: str) -> torch.device:
@@ -109,6 +119,7 @@ class Trainer:
             cv2.setNumThreads(cfg.run.threads)
         seed_everything(cfg.solver.seed)
         set_tf32(cfg.run.tf32)
+        set_deterministic(cfg.run.deterministic)
         self.device = resolve_device(cfg.run.device)
         self.splits = build_dataset(cfg)
         self.train_loader, self.query_loader, self.gallery_loader = build_loaders(cfg, self.splits)

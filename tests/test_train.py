@@ -1,6 +1,7 @@
 """The trainer end to end on generated data: every algorithm trains, training beats chance, resume is exact."""
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,47 @@ def test_paper_presets_compute_in_fp32():
     assert load_config("quick").run.tf32 is True
 
 
+@pytest.fixture
+def restore_deterministic_flags(monkeypatch):
+    saved = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "")  # recorded as found, so it is put back after the test
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")
+    yield
+    torch.use_deterministic_algorithms(saved[0])
+    torch.backends.cudnn.deterministic = saved[1]
+
+
+@pytest.mark.parametrize("on", [False, True])
+def test_run_deterministic_sets_torch_flags_before_training(on, restore_deterministic_flags):
+    # From the opposite setting, so only the trainer can have put the flags where they end up.
+    torch.use_deterministic_algorithms(not on)
+    torch.backends.cudnn.deterministic = not on
+    Trainer(load_config("quick", {**TINY, "solver.epochs": 1, "run.deterministic": on}), log=lambda s: None)
+    assert torch.are_deterministic_algorithms_enabled() is on and torch.backends.cudnn.deterministic is on
+    # cuBLAS's fixed workspace, without which torch refuses deterministic GPU matmuls
+    assert os.environ.get("CUBLAS_WORKSPACE_CONFIG") == (":4096:8" if on else None)
+
+
+@pytest.mark.parametrize("preset,overrides", [("quick", {"loss.type": "expat_center", "model.neck": "csbn"}),
+                                              ("quick_market", {"loss.type": "triplet"})])
+def test_deterministic_training_runs_and_changes_no_cpu_number(preset, overrides, restore_deterministic_flags):
+    """Every op of these recipes has a deterministic version (torch raises for one that has not), and on the CPU,
+    deterministic already, the numbers are the same bits either way."""
+    finals = [train(load_config(preset, {**TINY, **overrides, "solver.epochs": 1, "run.deterministic": on,
+                                         "run.device": "cpu"}), log=lambda s: None).final for on in (True, False)]
+    assert finals[0]["loss"] == finals[1]["loss"] and finals[0]["mAP"] == finals[1]["mAP"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_deterministic_gpu_runs_of_one_seed_are_identical(restore_deterministic_flags):
+    """Without run.deterministic two such runs differ from the first epoch (seen on an H200)."""
+    cfg = {"data.synthetic_ids": 16, "solver.max_steps_per_epoch": 6, "eval.trials": 2, "run.progress": False,
+           "solver.epochs": 2, "run.device": "cuda", "run.deterministic": True, "loss.type": "expat_center"}
+    runs = [train(load_config("quick", cfg), log=lambda s: None).history for _ in range(2)]
+    assert [h["loss"] for h in runs[0]] == [h["loss"] for h in runs[1]]
+    assert runs[0][-1]["mAP"] == runs[1][-1]["mAP"]
+
+
 @pytest.mark.slow  # six epochs of training: the suite's longest unit-level test
 def test_short_training_clearly_beats_chance():
     """Six epochs on the generated Market-layout data: far above both the untrained model and random ranking.
@@ -81,8 +123,9 @@ def test_short_training_clearly_beats_chance():
     assert after["rank1"] > max(3 * chance_r1, before["rank1"] + 20.0), (chance_r1, before, after)
 
 
-# Resume tests evaluate only after the last epoch: they compare states, not accuracy.
-RESUME = {**TINY, "solver.max_steps_per_epoch": 2, "eval.every": 100}
+# Resume tests evaluate only after the last epoch: they compare states, not accuracy. Deterministic kernels: the
+# states compared are equal to rounding on a GPU too (device auto), where GPU runs of one seed differ otherwise.
+RESUME = {**TINY, "solver.max_steps_per_epoch": 2, "eval.every": 100, "run.deterministic": True}
 
 
 def _assert_same_state(a, b, where=""):
