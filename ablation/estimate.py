@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ablation.study import StudySpec
+from ablation.study import StudySpec, run_on_trial_resources
 from core.config import iteration_scheduled
 
 STEPS = 3  # timed training steps, after one warm-up step
@@ -70,9 +70,10 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def concurrency(spec: StudySpec, trials: int) -> int:
-    """Trials at once on this machine: its CPUs over the trial's, and its GPUs over the trial's share."""
-    cpus = os.cpu_count() or 1
+def concurrency(spec: StudySpec, trials: int, cpus: int | None = None) -> int:
+    """Trials at once on this machine: its CPUs (``cpus``: the local Ray's, ``--num-cpus``; default all of them)
+    over the trial's, and its GPUs over the trial's share."""
+    cpus = cpus or os.cpu_count() or 1
     at_once = max(1, int(cpus // float(spec.resources.get("cpu", 1))))
     gpu = float(spec.resources.get("gpu", 0))
     if gpu > 0 and torch.cuda.is_available():
@@ -96,16 +97,17 @@ def _schedule(cfg, steps_per_epoch: int) -> tuple[int, int]:
     return iterations, len(at)
 
 
-def estimate(spec: StudySpec) -> Estimate:
-    """The study's estimate: its first trial measured on this machine (``measure_trial``), scaled by the plan."""
-    return for_study(spec, **measure_trial(spec))
+def estimate(spec: StudySpec, cpus: int | None = None) -> Estimate:
+    """The study's estimate: its first trial measured on this machine (``measure_trial``), scaled by the plan;
+    ``cpus``: the local Ray's CPUs (``--num-cpus``), default this machine's."""
+    return for_study(spec, cpus=cpus, **measure_trial(spec))
 
 
-def for_study(spec: StudySpec, **trial) -> Estimate:
+def for_study(spec: StudySpec, cpus: int | None = None, **trial) -> Estimate:
     """The estimate of ``spec`` from one trial's measured cost (``Estimate``'s per-trial fields): the plan's
-    search and refit trials, and as many at once as this machine's resources allow."""
+    search and refit trials, and as many at once as ``cpus`` (default this machine's) and its GPUs allow."""
     return Estimate(search_trials=spec.search_trials, refit_trials=spec.refit_trials,
-                    concurrency=concurrency(spec, spec.total_trials), **trial)
+                    concurrency=concurrency(spec, spec.total_trials, cpus), **trial)
 
 
 def measure_trial(spec: StudySpec) -> dict:
@@ -114,8 +116,7 @@ def measure_trial(spec: StudySpec) -> dict:
     from core.engine import Trainer
     from core.factory import check_inputs
     cfg = resolve(spec.configs()[0])  # the first planned trial's config (a search study's: the base config)
-    cfg.run.progress = False
-    cfg.run.threads = max(1, int(spec.resources.get("cpu", 1)))  # as a trial runs it
+    run_on_trial_resources(cfg, spec.resources)  # threads and device as a trial gets them
     check_inputs(cfg)
     trainer = Trainer(cfg, checkpoint_dir=None, log=lambda s: None)
     trainer.model.train()

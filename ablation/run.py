@@ -90,11 +90,11 @@ def check_this_machine(spec: StudySpec, args: argparse.Namespace) -> None:
     api.check_this_machine(spec, args.address, args.num_cpus)
 
 
-def print_estimate(spec: StudySpec) -> int:
+def print_estimate(spec: StudySpec, num_cpus: int | None) -> int:
     from ablation.estimate import estimate
     from core.data import DatasetError
     try:
-        print(estimate(spec).describe(spec.name))
+        print(estimate(spec, cpus=num_cpus).describe(spec.name))
     except (StudyError, ConfigError, DatasetError) as exc:
         return refuse(exc)
     return 0
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         return 0
     if args.estimate:
-        return print_estimate(spec)
+        return print_estimate(spec, args.num_cpus)
     from ablation.driver import StudyInterrupted
     from ablation.tracking import TrackingError
     from core.data import DatasetError

@@ -604,6 +604,15 @@ def targets_json(spec: StudySpec) -> str:
     return json.dumps({"source": t["source"].strip(), "rows": rows})
 
 
+def run_on_trial_resources(cfg: Config, resources: dict[str, Any]) -> None:
+    """How a trial runs on its resources (``resources`` of the study): torch threads follow its CPU share, the
+    device its GPU share (``run.device=auto`` would pick a GPU the trial was not given), no progress bars. The
+    trainable, ``--estimate`` and the benchmarks' plain loop all train this way."""
+    cfg.run.threads = max(1, int(resources.get("cpu", 1)))
+    cfg.run.device = "cuda" if resources.get("gpu", 0) > 0 else "cpu"
+    cfg.run.progress = False
+
+
 def trial_from_config(spec: StudySpec, config: dict[str, Any]) -> Trial:
     """The trial a Tune config stands for: a trial of the plan (grid studies name its index), a refit trial, or
     the values a search algorithm sampled; values in the schema's form, keyed by dotted config keys. A trial of

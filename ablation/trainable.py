@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 import ray
 from ray import tune
 
-from ablation.study import StudySpec, trial_from_config
+from ablation.study import StudySpec, run_on_trial_resources, trial_from_config
 from ablation.tracking import TrialRun, find_child, log_params, set_tags
 from core.config import ConfigError, to_yaml
 from core.effective import effective_params, resolve
@@ -51,10 +51,7 @@ def run_trial(config: dict[str, Any], ctx: StudyContext) -> None:
     # The trial trains, logs and saves its effective configuration: auto and default weights resolved (a copy: the
     # plan's config stays as planned).
     cfg = resolve(trial.config)
-    resources = spec.resources
-    cfg.run.threads = max(1, int(resources.get("cpu", 1)))  # threads follow the trial's CPU share
-    cfg.run.device = "cuda" if resources.get("gpu", 0) > 0 else "cpu"
-    cfg.run.progress = False
+    run_on_trial_resources(cfg, spec.resources)
     context = tune.get_context()
     trial_id = context.get_trial_id()
     if _report_if_ended(ctx, trial_id):

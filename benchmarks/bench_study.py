@@ -103,6 +103,7 @@ def run_loop(spec, folder: Path, indices: list[int] | None = None) -> dict:
     study's trainable. ``cpu`` is the process CPU time over the wall time (about 1.0 for one busy core)."""
     import resource
     import torch
+    from ablation.study import run_on_trial_resources
     from core.config import copy_config
     from core.engine import train
     threads = torch.get_num_threads()
@@ -112,9 +113,7 @@ def run_loop(spec, folder: Path, indices: list[int] | None = None) -> dict:
     start = time.perf_counter()
     for i in (range(len(plan)) if indices is None else indices):
         cfg = copy_config(plan[i])
-        cfg.run.threads = max(1, int(spec.resources.get("cpu", 1)))
-        cfg.run.device = "cpu"
-        cfg.run.progress = False
+        run_on_trial_resources(cfg, spec.resources)
         result = train(cfg, checkpoint_dir=str(folder / f"trial{i}"), resume=False, log=lambda s: None)
         epoch_time += sum(h["time_epoch"] for h in result.history)
     wall = time.perf_counter() - start

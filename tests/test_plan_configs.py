@@ -112,3 +112,15 @@ def test_a_yaml_study_file_is_read_not_written(tmp_path):
     path.write_text(text)
     load_study(str(path), {"solver.epochs": 1})
     assert path.read_text() == text
+
+
+@pytest.mark.parametrize("resources,threads,device", [({"cpu": 2}, 2, "cpu"), ({"cpu": 1, "gpu": 0}, 1, "cpu"),
+                                                      ({"cpu": 4, "gpu": 0.5}, 4, "cuda")])
+def test_a_trial_runs_on_its_resources_not_on_run_device_auto(resources, threads, device):
+    """The trainable, --estimate and the benchmarks' loop train a planned config this way: on a GPU machine
+    run.device=auto would pick the GPU for a trial given none (and --estimate would time the wrong device)."""
+    from ablation.study import run_on_trial_resources
+    cfg = load_study("loss_comparison").plan[0].config
+    assert cfg.run.device == "auto"
+    run_on_trial_resources(cfg, resources)
+    assert (cfg.run.threads, cfg.run.device, cfg.run.progress) == (threads, device, False)

@@ -115,7 +115,7 @@ def test_estimate_times_one_trial_and_writes_no_runs(tmp_path):
     hand: 16 ids -> 11 train ids x 4 RGB cameras x 2 images = 88 RGB anchors -> 11 batches of 8 triplets, 2 epochs
     -> 22 iterations of 48 images; sysu_paper evaluates every 5 epochs and after the last -> iteration 22, and
     with eval.every_iters=10 at iterations 10 and 20 -> 3 evaluations), the study's trials and concurrency are
-    printed, and nothing is logged."""
+    printed (--num-cpus 8 and 4 CPUs a trial -> 2 at once, on a machine of any size), and nothing is logged."""
     import re
     root = generate_sysu(tmp_path / "sysu", num_ids=16, num_val_ids=1, num_test_ids=4, images_per_cam=2)
     proc = run_main("ablation.run", ["--study", "reproduce_sysu", "--estimate", *EIGHT_CPUS,
@@ -127,7 +127,8 @@ def test_estimate_times_one_trial_and_writes_no_runs(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert re.search(r"per trial: 22 iterations x 48 images = 1056 images seen, [\d.]+ s per iteration; "
                      r"3 evaluations x [\d.]+ s", proc.stdout), proc.stdout
-    assert re.search(r"study: 6 trials, 1 at once; about \d+", proc.stdout), proc.stdout
+    assert re.search(r"study: 6 trials, 2 at once; about \d+", proc.stdout), proc.stdout
+    assert "estimate for study reproduce_sysu on cpu" in proc.stdout  # resources.gpu=0: its trials train on the CPU
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "ray_results").exists()
 
 
