@@ -15,8 +15,10 @@ import torch
 from core.config import load_config
 from core.engine import Trainer
 
+# On the CPU: the reference features are computed here from CPU tensors (on a GPU machine run.device=auto would put
+# the model on the GPU).
 TINY = {"data.synthetic_ids": 16, "solver.epochs": 1, "solver.max_steps_per_epoch": 2, "data.batch_size": 16,
-        "run.progress": False, "data.height": 32, "data.width": 16}
+        "run.progress": False, "data.height": 32, "data.width": 16, "run.device": "cpu"}
 KEYS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")
 
 
