@@ -131,3 +131,14 @@ def test_the_report_names_only_diagnostics_that_evaluations_log():
     from reports.diagnostics import CURVE_METRICS, TABLE_METRICS
     assert set(TABLE_METRICS) <= set(DIAG_METRICS) and set(CURVE_METRICS) <= set(DIAG_METRICS)
     assert {"diag.norm_rgb_mean", "diag.pooled_norm_ir_std"} <= set(DIAG_METRICS)
+
+
+def test_the_report_cli_reads_the_angle_samples_without_progress_bars(store, tmp_path):
+    """MLflow draws a progress bar on stderr for every artifact it downloads (here one per finished trial); the
+    report CLI turns them off (tracking.defaults), so what it prints is the report's own lines."""
+    from inprocess import run_main
+    proc = run_main("reports.build", ["--study", "with_diag", "--tracking-uri", store, "--out", str(tmp_path / "r"),
+                                      "--no-log"], cwd=tmp_path, env={"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": None})
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "r" / "report.md").is_file()
+    assert "Downloading artifacts" not in proc.stdout + proc.stderr, proc.stderr

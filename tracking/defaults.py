@@ -10,6 +10,8 @@ MLFLOW_DEFAULTS = {
     # MLflow logs INFO lines (e.g. "Creating initial MLflow database tables") to stderr; a refused study or report
     # must leave exactly one line there, the error.
     "MLFLOW_LOGGING_LEVEL": "WARNING",
+    # A report downloads every finished trial's angle samples: one progress bar each on stderr, none of them news.
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
 }
 
 
